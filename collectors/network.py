@@ -1,0 +1,222 @@
+"""Network telemetry: per-interface counters from psutil and sysfs, and InfiniBand ports from
+``<sysfs>/class/infiniband`` (whose data counters count 4-byte words)."""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import re
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from collectors.records import Record, Sample, Value
+
+# ARPHRD_* values from <linux/if_arp.h>, as read from <sysfs>/class/net/<if>/type.
+_ARPHRD_KIND = {1: "ethernet", 32: "infiniband"}
+# IB port state "4: ACTIVE" is the only state that carries traffic.
+_IB_STATE_ACTIVE = 4
+_IB_WORD_BYTES = 4
+_RATE_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*Gb/sec")
+
+VALUE_NAMES = (
+    "kind",
+    "rx_bytes_total",
+    "tx_bytes_total",
+    "rx_packets_total",
+    "tx_packets_total",
+    "rx_errors_total",
+    "tx_errors_total",
+    "rx_drops_total",
+    "tx_drops_total",
+    "rx_bytes_per_second",
+    "tx_bytes_per_second",
+    "speed_bits_per_second",
+    "up",
+    "carrier_changes_total",
+    "mtu",
+    "symbol_errors_total",
+    "link_downed_total",
+)
+
+
+def _read_text(path: str) -> str | None:
+    try:
+        with open(path, encoding="ascii", errors="replace") as f:
+            return f.read().strip()
+    except OSError:  # absent, or EINVAL (e.g. speed of a down link)
+        return None
+
+
+def _read_int(path: str) -> int | None:
+    text = _read_text(path)
+    try:
+        return int(text) if text is not None else None
+    except ValueError:
+        return None
+
+
+def _as_int(v: Value) -> int | None:
+    return v if isinstance(v, int) else None
+
+
+def counter_rate(prev: int | None, cur: int | None, dt: float | None) -> float | None:
+    """Per-second rate of a monotonic counter; None when unknown, on reset/wrap, or dt <= 0."""
+    if prev is None or cur is None or dt is None or dt <= 0 or cur < prev:
+        return None
+    return (cur - prev) / dt
+
+
+def parse_ib_rate(text: str | None) -> int | None:
+    """``"200 Gb/sec (4X HDR)"`` -> 200_000_000_000 bits per second."""
+    m = _RATE_RE.match(text or "")
+    return round(float(m.group(1)) * 1e9) if m else None
+
+
+def parse_ib_state(text: str | None) -> int | None:
+    """``"4: ACTIVE"`` -> 1, any other state -> 0, unreadable -> None."""
+    head = (text or "").split(":", 1)[0].strip()
+    return (1 if int(head) == _IB_STATE_ACTIVE else 0) if head.isdigit() else None
+
+
+class NetworkCollector:
+    """Per-interface counters and derived rates, as ``Sample(kind="interface")`` rows.
+
+    ``include``/``exclude`` are shell patterns on the interface name (``"mlx5_0/1"`` for IB ports);
+    ``include=None`` means everything not excluded.
+    """
+
+    name = "network"
+
+    def __init__(
+        self,
+        psutil_module: Any = None,
+        sysfs: str = "/sys",
+        clock: Callable[[], float] = time.time,
+        include: Iterable[str] | None = None,
+        exclude: Iterable[str] = ("lo",),
+        infiniband: bool = True,
+    ) -> None:
+        if psutil_module is None:
+            import psutil as psutil_module
+        self._psutil = psutil_module
+        self._sysfs = sysfs
+        self._clock = clock
+        self._include = list(include) if include is not None else None
+        self._exclude = list(exclude)
+        self._infiniband = infiniband
+        self._prev: dict[str, tuple[float, int | None, int | None]] = {}
+
+    def _ib_root(self) -> str:
+        return os.path.join(self._sysfs, "class", "infiniband")
+
+    def check(self) -> bool:
+        try:
+            if self._psutil.net_io_counters(pernic=True):
+                return True
+        except (OSError, RuntimeError):
+            pass
+        return self._infiniband and os.path.isdir(self._ib_root())
+
+    def _wanted(self, name: str) -> bool:
+        if any(fnmatch.fnmatchcase(name, p) for p in self._exclude):
+            return False
+        return self._include is None or any(fnmatch.fnmatchcase(name, p) for p in self._include)
+
+    def collect(self) -> list[Record]:
+        now = self._clock()
+        rows = list(self._netdev_rows()) + (list(self._ib_rows()) if self._infiniband else [])
+        out: list[Record] = []
+        seen = set()
+        for name, values in rows:
+            if not self._wanted(name):
+                continue
+            seen.add(name)
+            rx, tx = _as_int(values.get("rx_bytes_total")), _as_int(values.get("tx_bytes_total"))
+            prev_ts, prev_rx, prev_tx = self._prev.get(name, (None, None, None))
+            dt = now - prev_ts if prev_ts is not None else None
+            values["rx_bytes_per_second"] = counter_rate(prev_rx, rx, dt)
+            values["tx_bytes_per_second"] = counter_rate(prev_tx, tx, dt)
+            self._prev[name] = (now, rx, tx)
+            out.append(
+                Sample(
+                    kind="interface",
+                    ts=now,
+                    key={"interface": name},
+                    values={k: values.get(k) for k in VALUE_NAMES},
+                )
+            )
+        for gone in set(self._prev) - seen:
+            del self._prev[gone]
+        return out
+
+    def _netdev_rows(self) -> Iterable[tuple[str, dict[str, Value]]]:
+        counters = self._psutil.net_io_counters(pernic=True) or {}
+        try:
+            stats = self._psutil.net_if_stats() or {}
+        except OSError:
+            stats = {}
+        for name in sorted(counters):
+            c, st = counters[name], stats.get(name)
+            base = os.path.join(self._sysfs, "class", "net", name)
+            speed_mbps = _read_int(os.path.join(base, "speed"))
+            if speed_mbps is None and not os.path.exists(os.path.join(base, "speed")) and st is not None:
+                speed_mbps = st.speed  # psutil reports unknown as 0
+            yield (
+                name,
+                {
+                    "kind": _ARPHRD_KIND.get(_read_int(os.path.join(base, "type")) or -1, "other"),
+                    "rx_bytes_total": c.bytes_recv,
+                    "tx_bytes_total": c.bytes_sent,
+                    "rx_packets_total": c.packets_recv,
+                    "tx_packets_total": c.packets_sent,
+                    "rx_errors_total": c.errin,
+                    "tx_errors_total": c.errout,
+                    "rx_drops_total": c.dropin,
+                    "tx_drops_total": c.dropout,
+                    "speed_bits_per_second": speed_mbps * 1_000_000
+                    if speed_mbps and speed_mbps > 0
+                    else None,
+                    "up": (1 if st.isup else 0) if st is not None else None,
+                    "carrier_changes_total": _read_int(os.path.join(base, "carrier_changes")),
+                    "mtu": st.mtu if st is not None and st.mtu > 0 else None,
+                },
+            )
+
+    def _ib_rows(self) -> Iterable[tuple[str, dict[str, Value]]]:
+        root = self._ib_root()
+        try:
+            hcas = sorted(os.listdir(root))
+        except OSError:
+            return
+        for hca in hcas:
+            ports_dir = os.path.join(root, hca, "ports")
+            try:
+                ports = sorted(os.listdir(ports_dir), key=lambda p: (len(p), p))
+            except OSError:
+                continue
+            for port in ports:
+                yield f"{hca}/{port}", self._ib_port(os.path.join(ports_dir, port))
+
+    @staticmethod
+    def _ib_port(base: str) -> dict[str, Value]:
+        def counter(name: str) -> int | None:
+            return _read_int(os.path.join(base, "counters", name))
+
+        rcv_words, xmit_words = counter("port_rcv_data"), counter("port_xmit_data")
+        return {
+            "kind": "infiniband",
+            "rx_bytes_total": rcv_words * _IB_WORD_BYTES if rcv_words is not None else None,
+            "tx_bytes_total": xmit_words * _IB_WORD_BYTES if xmit_words is not None else None,
+            "rx_packets_total": counter("port_rcv_packets"),
+            "tx_packets_total": counter("port_xmit_packets"),
+            "rx_errors_total": counter("port_rcv_errors"),
+            "tx_drops_total": counter("port_xmit_discards"),
+            "symbol_errors_total": counter("symbol_error"),
+            "link_downed_total": counter("link_downed"),
+            "speed_bits_per_second": parse_ib_rate(_read_text(os.path.join(base, "rate"))),
+            "up": parse_ib_state(_read_text(os.path.join(base, "state"))),
+        }
+
+    def close(self) -> None:
+        self._prev.clear()

@@ -1,0 +1,516 @@
+"""GPU telemetry and hardware events through NVML.
+
+The NVML module is injected: production passes ``pynvml`` (from ``nvidia-ml-py``), tests and
+``--simulate`` pass a ``collectors.fake_nvml.FakeNVML``; both go through exactly this code.
+Every value is converted to base units at this edge (NVML speaks mW, mJ, MHz, KB/s, KiB, percent).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from types import SimpleNamespace
+from typing import Any
+
+from collectors.kmsg import KernelLog
+from collectors.records import Event, GpuInfo, Record, Sample
+from collectors.xid import classify, normalise_pci
+
+log = logging.getLogger(__name__)
+
+# Bit → name of NVML's clock-event (throttle) reasons, as nvidia-smi's "Clocks Event Reasons".
+CLOCK_EVENT_REASONS = {
+    0x1: "gpu_idle",
+    0x2: "applications_clocks_setting",
+    0x4: "sw_power_cap",
+    0x8: "hw_slowdown",
+    0x10: "sync_boost",
+    0x20: "sw_thermal_slowdown",
+    0x40: "hw_thermal_slowdown",
+    0x80: "hw_power_brake_slowdown",
+    0x100: "display_clock_setting",
+}
+THERMAL_REASONS = 0x20 | 0x40
+POWER_REASONS = 0x4 | 0x80
+# An XID seen from both NVML and the kernel log within this window is one event.
+XID_DEDUP_SECONDS = 10.0
+
+# Field ids (nvmlDeviceGetFieldValues), from nvml.h.
+FI_MEMORY_TEMP = 82
+FI_NVLINK_LINK_COUNT = 91
+FI_NVLINK_TX_KIB = 138
+FI_NVLINK_RX_KIB = 139
+FI_NVLINK_ERRORS = (38, 45, 52, 59)  # CRC flit, CRC data, replay, recovery: totals over all lanes
+_FIELDS = (FI_MEMORY_TEMP, FI_NVLINK_LINK_COUNT, FI_NVLINK_TX_KIB, FI_NVLINK_RX_KIB, *FI_NVLINK_ERRORS)
+
+# NVML errors that mean "this field is not available here", not "this GPU is in trouble".
+_FIELD_ERRORS = ("NVMLError_NotSupported", "NVMLError_NoPermission", "NVMLError_InvalidArgument",
+                 "NVMLError_FunctionNotFound", "NVMLError_NotFound", "NVMLError_NoData")
+
+
+def decode_reasons(mask: int | None) -> list[str]:
+    """Names of the clock-event reasons set in ``mask`` (``[]`` for none, unknown bits ignored)."""
+    if not mask:
+        return []
+    return [name for bit, name in CLOCK_EVENT_REASONS.items() if mask & bit]
+
+
+class _GpuLost(Exception):
+    pass
+
+
+class _GpuFailed(Exception):
+    pass
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class NvmlCollector:
+    """Samples every GPU NVML sees and turns XIDs, ECC errors, throttling and lost GPUs into events.
+
+    ``nvml`` is the pynvml module or a fake with the same API. ``kernel_log`` reads ``NVRM: Xid``
+    lines (NVML misses some XIDs); pass ``None`` to skip it.
+    """
+
+    name = "nvml"
+
+    def __init__(self, nvml: Any = None, *, clock: Callable[[], float] = time.time,
+                 kernel_log: KernelLog | None = None, event_wait_ms: int = 500,
+                 process_name: Callable[[int], str | None] | None = None) -> None:
+        if nvml is None:
+            import pynvml as nvml  # nvidia-ml-py
+        self.nvml = nvml
+        self.clock = clock
+        self.kernel_log = kernel_log
+        self.event_wait_ms = event_wait_ms
+        self.process_name = process_name
+        self._initialised = False
+        self._inventory: dict[int, GpuInfo] = {}  # index → last GpuInfo
+        self._unsupported: dict[int, set[str]] = {}
+        self._state: dict[int, str] = {}  # index → ok | lost | error
+        self._prev: dict[int, dict[str, Any]] = {}
+        self._pci: dict[str, int] = {}
+        self._recent_xids: dict[tuple[int | None, int], float] = {}
+        self._xid_lock = threading.Lock()  # the event thread and collect() both classify XIDs
+        self._events: queue.SimpleQueue[Event] = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._field_errors = tuple(getattr(nvml, n) for n in _FIELD_ERRORS if hasattr(nvml, n))
+        self.driver_version: str | None = None
+        self.cuda_driver_version: int | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def check(self) -> bool:
+        try:
+            self._init()
+        except Exception as exc:  # NVML missing, driver not loaded, library not found
+            log.info("NVML not available: %s", exc)
+            return False
+        return True
+
+    def _init(self) -> None:
+        if self._initialised:
+            return
+        self.nvml.nvmlInit()
+        self._initialised = True
+        self.driver_version = self._try(self.nvml.nvmlSystemGetDriverVersion)
+        self.cuda_driver_version = self._try(self.nvml.nvmlSystemGetCudaDriverVersion)
+        if self.driver_version is not None:
+            self.driver_version = _text(self.driver_version)
+        self._start_event_thread()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=self.event_wait_ms / 1000 + 2)
+            self._thread = None
+        if self.kernel_log is not None:
+            self.kernel_log.close()
+        if self._initialised:
+            try:
+                self.nvml.nvmlShutdown()
+            except Exception as exc:
+                log.debug("nvmlShutdown: %s", exc)
+            self._initialised = False
+
+    # -- collection ---------------------------------------------------------------------------
+
+    def collect(self) -> list[Record]:
+        self._init()
+        now = self.clock()
+        out: list[Record] = []
+        count = self.nvml.nvmlDeviceGetCount()
+        seen: set[int] = set()
+        for index in range(count):
+            seen.add(index)
+            out.extend(self._collect_gpu(index, now))
+        for index in sorted(set(self._inventory) - seen):
+            # A GPU the inventory knows that NVML no longer lists has vanished from the bus.
+            out.extend(self._mark_down(index, now, "lost", "GPU is no longer visible to NVML"))
+        out.extend(self._drain_events(now))
+        return out
+
+    def _collect_gpu(self, index: int, now: float) -> list[Record]:
+        nvml = self.nvml
+        try:
+            handle = self._call(nvml.nvmlDeviceGetHandleByIndex, index)
+            records: list[Record] = []
+            info = self._info(index, handle)
+            if info is not None:
+                records.append(info)
+            values = self._values(index, handle)
+        except _GpuLost as exc:
+            return self._mark_down(index, now, "lost", str(exc))
+        except _GpuFailed as exc:
+            return self._mark_down(index, now, "error", str(exc))
+        uuid = self._inventory[index].uuid
+        records.extend(self._transitions(index, uuid, now, values))
+        processes = values.pop("_processes")
+        records.append(Sample("gpu", now, {"gpu_index": index, "gpu_uuid": uuid}, values))
+        for p in processes:
+            records.append(Sample("gpu_process", now, {"gpu_index": index, "gpu_uuid": uuid, "pid": p.pid},
+                                  {"name": self.process_name(p.pid) if self.process_name else None,
+                                   "used_memory_bytes": p.usedGpuMemory, "mig_instance": p.mig}))
+        if self._state.get(index) not in (None, "ok"):
+            records.append(Event(now, "gpu_recovered", "info", f"GPU {index} reports again",
+                                 gpu_index=index, gpu_uuid=uuid, source="nvml", category="gpu-hardware"))
+        self._state[index] = "ok"
+        return records
+
+    def _mark_down(self, index: int, now: float, state: str, reason: str) -> list[Record]:
+        known = self._inventory.get(index)
+        uuid = known.uuid if known else None
+        out: list[Record] = []
+        if self._state.get(index) != state:
+            if state == "lost":
+                out.append(Event(now, "gpu_lost", "critical", f"GPU {index} lost: {reason}", gpu_index=index,
+                                 gpu_uuid=uuid, source="nvml", category="gpu-hardware", fatal=True,
+                                 recommended_action=classify(79).recommended_action))
+            else:
+                out.append(Event(now, "nvml_error", "warning", f"GPU {index}: NVML error: {reason}",
+                                 gpu_index=index, gpu_uuid=uuid, source="nvml", category="gpu-hardware"))
+            self._state[index] = state
+        if uuid is not None:
+            out.append(Sample("gpu", now, {"gpu_index": index, "gpu_uuid": uuid},
+                              {"status": state, "error": reason}))
+        return out
+
+    # -- NVML calls ---------------------------------------------------------------------------
+
+    def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """Call NVML; a lost GPU or a failing one aborts this GPU's collection."""
+        try:
+            return fn(*args)
+        except self.nvml.NVMLError as exc:
+            if isinstance(exc, self.nvml.NVMLError_GpuIsLost):
+                raise _GpuLost(str(exc) or "GPU is lost") from exc
+            raise _GpuFailed(f"{fn.__name__}: {exc}") from exc
+
+    def _field(self, index: int, name: str, fn: Callable[..., Any], *args: Any) -> Any:
+        """Call NVML for one field; unsupported → None, remembered as unsupported for this GPU."""
+        try:
+            return fn(*args)
+        except self.nvml.NVMLError as exc:
+            if self._field_errors and isinstance(exc, self._field_errors):
+                self._unsupported.setdefault(index, set()).add(name)
+                return None
+            if isinstance(exc, self.nvml.NVMLError_GpuIsLost):
+                raise _GpuLost(str(exc) or "GPU is lost") from exc
+            raise _GpuFailed(f"{name}: {exc}") from exc
+
+    def _try(self, fn: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except self.nvml.NVMLError:
+            return None
+
+    def _info(self, index: int, handle: Any) -> GpuInfo | None:
+        """The GPU's inventory record, returned only when it is new or has changed."""
+        nvml, f = self.nvml, self._field
+        uuid = _text(self._call(nvml.nvmlDeviceGetUUID, handle))
+        known = self._inventory.get(index)
+        unsupported = sorted(self._unsupported.get(index, ()))
+        if known is not None and known.uuid == uuid and known.unsupported == unsupported:
+            return None
+        pci = f(index, "pci_bus_id", nvml.nvmlDeviceGetPciInfo, handle)
+        bus_id = _text(getattr(pci, "busId", "") or getattr(pci, "busIdLegacy", "")) if pci else None
+        mem = f(index, "memory_total_bytes", nvml.nvmlDeviceGetMemoryInfo, handle)
+        limit = f(index, "power_limit_default_watts", nvml.nvmlDeviceGetPowerManagementDefaultLimit, handle)
+        sm_max = f(index, "sm_clock_max_hz", nvml.nvmlDeviceGetMaxClockInfo, handle, nvml.NVML_CLOCK_SM)
+        mem_max = f(index, "mem_clock_max_hz", nvml.nvmlDeviceGetMaxClockInfo, handle, nvml.NVML_CLOCK_MEM)
+        mig = f(index, "mig_mode", nvml.nvmlDeviceGetMigMode, handle)
+        serial = f(index, "serial", nvml.nvmlDeviceGetSerial, handle)
+        name = f(index, "model", nvml.nvmlDeviceGetName, handle)
+        info = GpuInfo(
+            index=index,
+            uuid=uuid,
+            model=_text(name) if name is not None else None,
+            serial=_text(serial) if serial is not None else None,
+            pci_bus_id=bus_id or None,
+            memory_total_bytes=int(mem.total) if mem is not None else None,
+            power_limit_default_watts=limit / 1000 if limit is not None else None,
+            sm_clock_max_hz=sm_max * 1e6 if sm_max is not None else None,
+            mem_clock_max_hz=mem_max * 1e6 if mem_max is not None else None,
+            pcie_link_gen_max=f(index, "pcie_link_gen_max", nvml.nvmlDeviceGetMaxPcieLinkGeneration, handle),
+            pcie_link_width_max=f(index, "pcie_link_width_max", nvml.nvmlDeviceGetMaxPcieLinkWidth, handle),
+            mig_mode=mig[0] if mig is not None else None,
+            unsupported=[],
+        )
+        if bus_id:
+            self._pci[normalise_pci(bus_id)] = index
+        # Fields unsupported at inventory time plus those found by the first full sample.
+        if known is None or known.uuid != uuid:
+            self._inventory[index] = info
+            self._values(index, handle)  # discovers the unsupported set before the record goes out
+        info.unsupported = sorted(self._unsupported.get(index, ()))
+        if info.unsupported and (known is None or known.unsupported != info.unsupported):
+            log.info("GPU %d (%s) does not support: %s", index, info.model, ", ".join(info.unsupported))
+        self._inventory[index] = info
+        return info
+
+    def _values(self, index: int, h: Any) -> dict[str, Any]:
+        nvml, f = self.nvml, self._field
+        v: dict[str, Any] = {"status": "ok", "error": None}
+        util = f(index, "utilization_gpu_ratio", nvml.nvmlDeviceGetUtilizationRates, h)
+        v["utilization_gpu_ratio"] = util.gpu / 100 if util is not None else None
+        v["utilization_memory_ratio"] = util.memory / 100 if util is not None else None
+        mem = f(index, "memory_used_bytes", nvml.nvmlDeviceGetMemoryInfo, h)
+        v["memory_used_bytes"] = int(mem.used) if mem is not None else None
+        v["memory_free_bytes"] = int(mem.free) if mem is not None else None
+        v["memory_total_bytes"] = int(mem.total) if mem is not None else None
+        v["temperature_gpu_celsius"] = f(index, "temperature_gpu_celsius", nvml.nvmlDeviceGetTemperature, h,
+                                         nvml.NVML_TEMPERATURE_GPU)
+        power = f(index, "power_watts", nvml.nvmlDeviceGetPowerUsage, h)
+        v["power_watts"] = power / 1000 if power is not None else None
+        limit = f(index, "power_limit_watts", nvml.nvmlDeviceGetEnforcedPowerLimit, h)
+        v["power_limit_watts"] = limit / 1000 if limit is not None else None
+        energy = f(index, "energy_joules_total", nvml.nvmlDeviceGetTotalEnergyConsumption, h)
+        v["energy_joules_total"] = energy / 1000 if energy is not None else None
+        for name, fn, kind in (("sm_clock_hz", nvml.nvmlDeviceGetClockInfo, nvml.NVML_CLOCK_SM),
+                               ("mem_clock_hz", nvml.nvmlDeviceGetClockInfo, nvml.NVML_CLOCK_MEM),
+                               ("sm_clock_max_hz", nvml.nvmlDeviceGetMaxClockInfo, nvml.NVML_CLOCK_SM),
+                               ("mem_clock_max_hz", nvml.nvmlDeviceGetMaxClockInfo, nvml.NVML_CLOCK_MEM)):
+            mhz = f(index, name, fn, h, kind)
+            v[name] = mhz * 1e6 if mhz is not None else None
+        reasons_fn = getattr(nvml, "nvmlDeviceGetCurrentClocksEventReasons", None) \
+            or nvml.nvmlDeviceGetCurrentClocksThrottleReasons
+        v["clock_event_reasons"] = f(index, "clock_event_reasons", reasons_fn, h)
+        v["performance_state"] = f(index, "performance_state", nvml.nvmlDeviceGetPerformanceState, h)
+        fan = f(index, "fan_speed_ratio", nvml.nvmlDeviceGetFanSpeed, h)
+        v["fan_speed_ratio"] = fan / 100 if fan is not None else None
+        tx = f(index, "pcie_tx_bytes_per_second", nvml.nvmlDeviceGetPcieThroughput, h, nvml.NVML_PCIE_UTIL_TX_BYTES)
+        rx = f(index, "pcie_rx_bytes_per_second", nvml.nvmlDeviceGetPcieThroughput, h, nvml.NVML_PCIE_UTIL_RX_BYTES)
+        v["pcie_tx_bytes_per_second"] = tx * 1000 if tx is not None else None  # KB/s
+        v["pcie_rx_bytes_per_second"] = rx * 1000 if rx is not None else None
+        v["pcie_replay_total"] = f(index, "pcie_replay_total", nvml.nvmlDeviceGetPcieReplayCounter, h)
+        v["pcie_link_gen"] = f(index, "pcie_link_gen", nvml.nvmlDeviceGetCurrPcieLinkGeneration, h)
+        v["pcie_link_gen_max"] = f(index, "pcie_link_gen_max", nvml.nvmlDeviceGetMaxPcieLinkGeneration, h)
+        v["pcie_link_width"] = f(index, "pcie_link_width", nvml.nvmlDeviceGetCurrPcieLinkWidth, h)
+        v["pcie_link_width_max"] = f(index, "pcie_link_width_max", nvml.nvmlDeviceGetMaxPcieLinkWidth, h)
+        v.update(self._field_values(index, h))
+        for name, err, counter in (
+            ("ecc_corrected_volatile_total", nvml.NVML_MEMORY_ERROR_TYPE_CORRECTED, nvml.NVML_VOLATILE_ECC),
+            ("ecc_uncorrected_volatile_total", nvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED, nvml.NVML_VOLATILE_ECC),
+            ("ecc_corrected_aggregate_total", nvml.NVML_MEMORY_ERROR_TYPE_CORRECTED, nvml.NVML_AGGREGATE_ECC),
+            ("ecc_uncorrected_aggregate_total", nvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED, nvml.NVML_AGGREGATE_ECC),
+        ):
+            v[name] = f(index, name, nvml.nvmlDeviceGetTotalEccErrors, h, err, counter)
+        sbe = f(index, "retired_pages_sbe", nvml.nvmlDeviceGetRetiredPages, h,
+                nvml.NVML_PAGE_RETIREMENT_CAUSE_MULTIPLE_SINGLE_BIT_ECC_ERRORS)
+        dbe = f(index, "retired_pages_dbe", nvml.nvmlDeviceGetRetiredPages, h,
+                nvml.NVML_PAGE_RETIREMENT_CAUSE_DOUBLE_BIT_ECC_ERROR)
+        v["retired_pages_sbe"] = len(sbe) if sbe is not None else None
+        v["retired_pages_dbe"] = len(dbe) if dbe is not None else None
+        rows = f(index, "remapped_rows", nvml.nvmlDeviceGetRemappedRows, h)
+        v["remapped_rows_correctable"] = rows[0] if rows is not None else None
+        v["remapped_rows_uncorrectable"] = rows[1] if rows is not None else None
+        v["remapped_rows_pending"] = bool(rows[2]) if rows is not None else None
+        v["remapped_rows_failure"] = bool(rows[3]) if rows is not None else None
+        mig = f(index, "mig_mode", nvml.nvmlDeviceGetMigMode, h)
+        v["mig_mode"] = mig[0] if mig is not None else None
+        procs = self._processes(index, h, v["mig_mode"])
+        v["process_count"] = len(procs) if procs is not None else None
+        v["_processes"] = procs or []
+        return v
+
+    def _field_values(self, index: int, h: Any) -> dict[str, Any]:
+        """Memory temperature and NVLink counters in one ``nvmlDeviceGetFieldValues`` call."""
+        got = self._field(index, "field_values", self.nvml.nvmlDeviceGetFieldValues, h, list(_FIELDS))
+        values: dict[int, float | None] = dict.fromkeys(_FIELDS)
+        for fv in got or ():
+            if fv.nvmlReturn == 0:
+                values[fv.fieldId] = _field_number(fv)
+        links = values[FI_NVLINK_LINK_COUNT]
+        has_nvlink = bool(links)
+        if not has_nvlink:
+            self._unsupported.setdefault(index, set()).update(
+                {"nvlink_links_active", "nvlink_tx_bytes_total", "nvlink_rx_bytes_total", "nvlink_errors_total"})
+        if values[FI_MEMORY_TEMP] is None:
+            self._unsupported.setdefault(index, set()).add("temperature_memory_celsius")
+        errors = [values[i] for i in FI_NVLINK_ERRORS if values[i] is not None]
+        tx, rx = values[FI_NVLINK_TX_KIB], values[FI_NVLINK_RX_KIB]
+        return {
+            "temperature_memory_celsius": values[FI_MEMORY_TEMP],
+            "nvlink_links_active": self._active_links(index, h, int(links)) if has_nvlink and links else None,
+            "nvlink_tx_bytes_total": tx * 1024 if has_nvlink and tx is not None else None,
+            "nvlink_rx_bytes_total": rx * 1024 if has_nvlink and rx is not None else None,
+            "nvlink_errors_total": int(sum(errors)) if has_nvlink and errors else None,
+        }
+
+    def _active_links(self, index: int, h: Any, links: int) -> int | None:
+        active = 0
+        for link in range(links):
+            state = self._field(index, "nvlink_links_active", self.nvml.nvmlDeviceGetNvLinkState, h, link)
+            if state is None:
+                return None
+            active += 1 if state else 0
+        return active
+
+    def _processes(self, index: int, h: Any, mig_mode: int | None) -> list[Any] | None:
+        procs = self._field(index, "process_count", self.nvml.nvmlDeviceGetComputeRunningProcesses, h)
+        if procs is None:
+            return None
+        out = []
+        for p in procs:
+            used = getattr(p, "usedGpuMemory", None)
+            gi = getattr(p, "gpuInstanceId", None)
+            mig = f"{gi}/{getattr(p, 'computeInstanceId', 0)}" if mig_mode and gi not in (None, 0xFFFFFFFF) else None
+            # NVML reports NVML_VALUE_NOT_AVAILABLE (ULL max) when memory is unknown.
+            out.append(SimpleNamespace(pid=int(p.pid), usedGpuMemory=used if used and used < 2**63 else None,
+                                       mig=mig))
+        return out
+
+    # -- events -------------------------------------------------------------------------------
+
+    def _transitions(self, index: int, uuid: str, now: float, v: dict[str, Any]) -> list[Record]:
+        """Events for changes between samples: ECC errors, thermal and power throttling onset."""
+        prev = self._prev.get(index)
+        self._prev[index] = {k: v[k] for k in ("clock_event_reasons", "ecc_uncorrected_volatile_total",
+                                                "remapped_rows_pending", "remapped_rows_failure")}
+        if prev is None:
+            return []
+        out: list[Record] = []
+        reasons, before = v["clock_event_reasons"] or 0, prev["clock_event_reasons"] or 0
+        for mask, kind, what in ((THERMAL_REASONS, "thermal", "thermal slowdown"),
+                                 (POWER_REASONS, "power", "power capping")):
+            if reasons & mask and not before & mask:
+                out.append(Event(now, kind, "warning", f"GPU {index}: {what} ({', '.join(decode_reasons(reasons))})",
+                                 gpu_index=index, gpu_uuid=uuid, source="nvml", category="gpu-hardware",
+                                 details={"reasons": decode_reasons(reasons),
+                                          "temperature_celsius": v["temperature_gpu_celsius"],
+                                          "power_watts": v["power_watts"]}))
+        unc, unc_before = v["ecc_uncorrected_volatile_total"], prev["ecc_uncorrected_volatile_total"]
+        if unc is not None and unc_before is not None and unc > unc_before:
+            out.append(Event(now, "ecc", "critical", f"GPU {index}: {unc - unc_before} uncorrectable ECC error(s)",
+                             code="uncorrected", gpu_index=index, gpu_uuid=uuid, source="nvml",
+                             category="gpu-hardware", fatal=True,
+                             recommended_action=classify(48).recommended_action,
+                             details={"delta": unc - unc_before, "total": unc}))
+        if v["remapped_rows_failure"] and not prev["remapped_rows_failure"]:
+            out.append(Event(now, "ecc", "critical", f"GPU {index}: row remapping failed; replace the GPU",
+                             code="remap_failure", gpu_index=index, gpu_uuid=uuid, source="nvml",
+                             category="gpu-hardware", fatal=True,
+                             recommended_action="Row remapping failed: drain the GPU and replace it."))
+        elif v["remapped_rows_pending"] and not prev["remapped_rows_pending"]:
+            out.append(Event(now, "ecc", "warning", f"GPU {index}: row remapping pending; reset the GPU",
+                             code="remap_pending", gpu_index=index, gpu_uuid=uuid, source="nvml",
+                             category="gpu-hardware",
+                             recommended_action="A row remap is pending: drain and reset the GPU to apply it."))
+        return out
+
+    def _xid_event(self, ts: float, index: int | None, code: int, source: str, message: str,
+                   details: dict[str, Any]) -> Event | None:
+        key = (index, code)
+        with self._xid_lock:
+            last = self._recent_xids.get(key)
+            if last is not None and abs(ts - last) < XID_DEDUP_SECONDS:
+                return None
+            self._recent_xids[key] = ts
+        info = classify(code)
+        uuid = self._inventory[index].uuid if index is not None and index in self._inventory else None
+        where = f"GPU {index}" if index is not None else "unknown GPU"
+        return Event(ts, "xid", info.severity, f"XID {code} ({info.mnemonic}) on {where}: {message}".rstrip(": "),
+                     code=str(code), category=info.category, recommended_action=info.recommended_action,
+                     fatal=info.fatal, gpu_index=index, gpu_uuid=uuid, source=source,
+                     details={"mnemonic": info.mnemonic, "resolution": info.resolution, **details})
+
+    def _drain_events(self, now: float) -> list[Record]:
+        out: list[Record] = []
+        while True:
+            try:
+                out.append(self._events.get_nowait())
+            except queue.Empty:
+                break
+        if self.kernel_log is not None:
+            for kx in self.kernel_log.read_xids():
+                index = self._pci.get(kx.pci_bus_id)
+                ev = self._xid_event(now, index, kx.code, "kmsg", kx.message,
+                                     {"pci_bus_id": kx.pci_bus_id, "pid": kx.pid})
+                if ev is not None:
+                    out.append(ev)
+        return out
+
+    def _start_event_thread(self) -> None:
+        nvml = self.nvml
+        try:
+            event_set = nvml.nvmlEventSetCreate()
+            registered = 0
+            for index in range(nvml.nvmlDeviceGetCount()):
+                try:
+                    handle = nvml.nvmlDeviceGetHandleByIndex(index)
+                    nvml.nvmlDeviceRegisterEvents(handle, nvml.nvmlEventTypeXidCriticalError, event_set)
+                    registered += 1
+                except nvml.NVMLError as exc:
+                    log.info("GPU %d: XID events not available from NVML: %s", index, exc)
+        except nvml.NVMLError as exc:
+            log.info("NVML event set not available: %s", exc)
+            return
+        if not registered:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._event_loop, args=(event_set,), name="nvml-events",
+                                        daemon=True)
+        self._thread.start()
+
+    def _event_loop(self, event_set: Any) -> None:
+        nvml = self.nvml
+        failures = 0
+        while not self._stop.is_set():
+            try:
+                data = nvml.nvmlEventSetWait_v2(event_set, self.event_wait_ms)
+            except nvml.NVMLError_Timeout:
+                continue
+            except nvml.NVMLError as exc:
+                failures += 1
+                log.warning("NVML event wait failed (%s); retrying", exc)
+                self._stop.wait(min(30.0, 0.5 * 2 ** min(failures, 6)))
+                continue
+            failures = 0
+            if not data.eventType & nvml.nvmlEventTypeXidCriticalError:
+                continue
+            try:
+                index: int | None = nvml.nvmlDeviceGetIndex(data.device)
+            except nvml.NVMLError:
+                index = None
+            ev = self._xid_event(self.clock(), index, int(data.eventData), "nvml", "", {})
+            if ev is not None:
+                self._events.put(ev)
+        try:
+            nvml.nvmlEventSetFree(event_set)
+        except nvml.NVMLError as exc:
+            log.debug("nvmlEventSetFree: %s", exc)
+
+
+def _field_number(fv: Any) -> float | None:
+    value, kind = fv.value, getattr(fv, "valueType", 3)
+    attr = {0: "dVal", 1: "uiVal", 2: "ulVal", 3: "ullVal", 4: "sllVal", 5: "siVal", 6: "usVal"}.get(kind, "ullVal")
+    got = getattr(value, attr, None)
+    if got is None and attr == "dVal":
+        got = getattr(value, "dval", None)
+    return float(got) if got is not None else None

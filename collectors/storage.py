@@ -1,0 +1,249 @@
+"""Storage telemetry: per block device I/O counters and derived rates, and the size and free space
+of configured filesystem paths."""
+
+from __future__ import annotations
+
+import fnmatch
+import os
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from collectors.records import Event, Record, Sample, Value
+
+_MS = 1e-3
+# In-flight I/Os is the 9th field of <sysfs>/block/<dev>/stat; /proc/diskstats puts major, minor and
+# name in front of the same fields.
+_STAT_IN_FLIGHT = 8
+_DISKSTATS_IN_FLIGHT = 3 + _STAT_IN_FLIGHT
+
+DISK_VALUE_NAMES = (
+    "reads_total",
+    "writes_total",
+    "read_bytes_total",
+    "write_bytes_total",
+    "read_seconds_total",
+    "write_seconds_total",
+    "io_seconds_total",
+    "read_bytes_per_second",
+    "write_bytes_per_second",
+    "reads_per_second",
+    "writes_per_second",
+    "utilization_ratio",
+    "queue_depth",
+)
+FILESYSTEM_VALUE_NAMES = (
+    "size_bytes",
+    "free_bytes",
+    "avail_bytes",
+    "used_bytes",
+    "files_total",
+    "files_free",
+    "device",
+    "fstype",
+)
+# Counter -> the per-second rate derived from it.
+_RATES = {
+    "read_bytes_total": "read_bytes_per_second",
+    "write_bytes_total": "write_bytes_per_second",
+    "reads_total": "reads_per_second",
+    "writes_total": "writes_per_second",
+}
+
+
+def counter_rate(prev: int | None, cur: int | None, dt: float | None) -> float | None:
+    """Per-second rate of a monotonic counter; None when unknown, on reset/wrap, or dt <= 0."""
+    if prev is None or cur is None or dt is None or dt <= 0 or cur < prev:
+        return None
+    return (cur - prev) / dt
+
+
+class StorageCollector:
+    """``Sample(kind="disk")`` per block device and ``Sample(kind="filesystem")`` per configured path.
+
+    ``exclude`` are shell patterns on device names; partitions (a name that appears as
+    ``<sysfs>/block/<disk>/<name>``) are skipped unless ``partitions=True``. A configured path that
+    cannot be read yields one ``collector_error`` warning event until it recovers.
+    """
+
+    name = "storage"
+
+    def __init__(
+        self,
+        psutil_module: Any = None,
+        sysfs: str = "/sys",
+        procfs: str = "/proc",
+        clock: Callable[[], float] = time.time,
+        statvfs: Callable[[str], Any] = os.statvfs,
+        paths: Iterable[str] = ("/",),
+        include: Iterable[str] | None = None,
+        exclude: Iterable[str] = ("loop*", "ram*"),
+        partitions: bool = False,
+    ) -> None:
+        if psutil_module is None:
+            import psutil as psutil_module
+        self._psutil = psutil_module
+        self._sysfs = sysfs
+        self._procfs = procfs
+        self._clock = clock
+        self._statvfs = statvfs
+        self._paths = list(paths)
+        self._include = list(include) if include is not None else None
+        self._exclude = list(exclude)
+        self._partitions = partitions
+        self._prev: dict[str, tuple[float, dict[str, int | None]]] = {}
+        self._failing_paths: set[str] = set()
+
+    def check(self) -> bool:
+        try:
+            return bool(self._psutil.disk_io_counters(perdisk=True)) or bool(self._paths)
+        except (OSError, RuntimeError):
+            return bool(self._paths)
+
+    def collect(self) -> list[Record]:
+        now = self._clock()
+        return [*self._disks(now), *self._filesystems(now)]
+
+    def close(self) -> None:
+        self._prev.clear()
+
+    # -- block devices ------------------------------------------------------------------------
+
+    def _partition_names(self) -> set[str]:
+        block = os.path.join(self._sysfs, "block")
+        names: set[str] = set()
+        try:
+            disks = os.listdir(block)
+        except OSError:
+            return names
+        for disk in disks:
+            try:
+                entries = os.listdir(os.path.join(block, disk))
+            except OSError:
+                continue
+            names.update(e for e in entries if os.path.isfile(os.path.join(block, disk, e, "stat")))
+        return names
+
+    def _wanted(self, name: str, partitions: set[str]) -> bool:
+        if any(fnmatch.fnmatchcase(name, p) for p in self._exclude):
+            return False
+        if not self._partitions and name in partitions:
+            return False
+        return self._include is None or any(fnmatch.fnmatchcase(name, p) for p in self._include)
+
+    def _in_flight(self, name: str, diskstats: dict[str, int] | None) -> tuple[int | None, Any]:
+        """In-flight I/Os from sysfs, else /proc/diskstats (read once per collect, lazily)."""
+        try:
+            with open(os.path.join(self._sysfs, "block", name, "stat"), encoding="ascii") as f:
+                return int(f.read().split()[_STAT_IN_FLIGHT]), diskstats
+        except (OSError, ValueError, IndexError):
+            pass
+        if diskstats is None:
+            diskstats = {}
+            try:
+                with open(os.path.join(self._procfs, "diskstats"), encoding="ascii") as f:
+                    for line in f:
+                        parts = line.split()
+                        if len(parts) > _DISKSTATS_IN_FLIGHT and parts[_DISKSTATS_IN_FLIGHT].isdigit():
+                            diskstats[parts[2]] = int(parts[_DISKSTATS_IN_FLIGHT])
+            except OSError:
+                pass
+        return diskstats.get(name), diskstats
+
+    def _disks(self, now: float) -> list[Sample]:
+        counters = self._psutil.disk_io_counters(perdisk=True) or {}
+        partitions = self._partition_names()
+        diskstats: dict[str, int] | None = None
+        out: list[Sample] = []
+        for name in sorted(counters):
+            if not self._wanted(name, partitions):
+                continue
+            c = counters[name]
+            raw: dict[str, int | None] = {
+                "reads_total": c.read_count,
+                "writes_total": c.write_count,
+                "read_bytes_total": c.read_bytes,
+                "write_bytes_total": c.write_bytes,
+                "busy_ms": getattr(c, "busy_time", None),  # Linux only
+            }
+            busy_ms = raw["busy_ms"]
+            values: dict[str, Value] = {
+                **{k: raw[k] for k in _RATES},
+                "read_seconds_total": c.read_time * _MS,
+                "write_seconds_total": c.write_time * _MS,
+                "io_seconds_total": busy_ms * _MS if busy_ms is not None else None,
+            }
+            values["queue_depth"], diskstats = self._in_flight(name, diskstats)
+            prev_ts, prev = self._prev.get(name, (None, {}))
+            dt = now - prev_ts if prev_ts is not None else None
+            for counter, rate in _RATES.items():
+                values[rate] = counter_rate(prev.get(counter), raw[counter], dt)
+            busy_rate = counter_rate(prev.get("busy_ms"), busy_ms, dt)
+            values["utilization_ratio"] = min(1.0, busy_rate * _MS) if busy_rate is not None else None
+            self._prev[name] = (now, raw)
+            out.append(
+                Sample(
+                    kind="disk", ts=now, key={"device": name}, values={k: values[k] for k in DISK_VALUE_NAMES}
+                )
+            )
+        for gone in set(self._prev) - {s.key["device"] for s in out}:
+            del self._prev[gone]
+        return out
+
+    # -- filesystems --------------------------------------------------------------------------
+
+    def _mounts(self) -> list[Any]:
+        try:
+            parts = self._psutil.disk_partitions(all=True)
+        except (OSError, RuntimeError):
+            return []
+        # Longest mount point first, so the first prefix match is the mount the path lives on.
+        return sorted(parts, key=lambda p: len(p.mountpoint), reverse=True)
+
+    def _filesystems(self, now: float) -> list[Record]:
+        out: list[Record] = []
+        mounts = self._mounts() if self._paths else []
+        for path in self._paths:
+            try:
+                st = self._statvfs(path)
+            except OSError as exc:
+                if path not in self._failing_paths:
+                    self._failing_paths.add(path)
+                    out.append(
+                        Event(
+                            ts=now,
+                            kind="collector_error",
+                            severity="warning",
+                            source=self.name,
+                            message=f"cannot read filesystem {path!r}: {exc.strerror or exc}",
+                            details={"path": path, "errno": exc.errno},
+                        )
+                    )
+                continue
+            self._failing_paths.discard(path)
+            real = os.path.realpath(path)
+            mount = next((m for m in mounts if _under(real, m.mountpoint)), None)
+            frsize = st.f_frsize or st.f_bsize
+            out.append(
+                Sample(
+                    kind="filesystem",
+                    ts=now,
+                    key={"path": path},
+                    values={
+                        "size_bytes": st.f_blocks * frsize,
+                        "free_bytes": st.f_bfree * frsize,
+                        "avail_bytes": st.f_bavail * frsize,
+                        "used_bytes": (st.f_blocks - st.f_bfree) * frsize,
+                        # Filesystems without a fixed inode table (btrfs, many FUSE) report 0 inodes.
+                        "files_total": st.f_files or None,
+                        "files_free": st.f_ffree if st.f_files else None,
+                        "device": mount.device if mount is not None else None,
+                        "fstype": mount.fstype if mount is not None else None,
+                    },
+                )
+            )
+        return out
+
+
+def _under(path: str, mountpoint: str) -> bool:
+    return mountpoint == "/" or path == mountpoint or path.startswith(mountpoint.rstrip("/") + "/")

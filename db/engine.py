@@ -1,0 +1,142 @@
+"""Opening a store: URL handling, engine settings per backend, and schema migrations."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+HEAD_TABLE = "alembic_version"
+
+
+class StoreError(Exception):
+    """A store problem worth one clear line to the user (bad URL, unreachable server, old schema)."""
+
+
+def default_url() -> str:
+    """SQLite in the user's data directory (``$XDG_DATA_HOME/gpufleet/gpufleet.db``)."""
+    base = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
+    return f"sqlite:///{base / 'gpufleet' / 'gpufleet.db'}"
+
+
+def resolve_url(url: str | None) -> str:
+    """The URL to use: the argument, else ``GPUFLEET_DB_URL``, else the default SQLite file."""
+    return url or os.environ.get("GPUFLEET_DB_URL") or default_url()
+
+
+def parse_url(url: str) -> URL:
+    """Parse and normalise: plain ``postgresql://`` and ``postgres://`` get the psycopg 3 driver."""
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://") :]
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise StoreError(f"invalid database URL {redact(url)!r}: expected e.g. sqlite:///path/to.db "
+                         "or postgresql+psycopg://user@host/db") from exc
+    if parsed.drivername == "postgresql":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    try:
+        parsed.get_dialect()
+    except NoSuchModuleError as exc:
+        raise StoreError(f"unknown database driver {parsed.drivername!r} in {redact(url)!r}") from exc
+    except ImportError as exc:
+        raise StoreError(f"the driver for {parsed.drivername} is not installed ({exc.name}): "
+                         "pip install 'gpufleet[postgres]'") from exc
+    if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+        raise StoreError(f"unsupported database {parsed.get_backend_name()!r} in {redact(url)!r}: "
+                         "use sqlite or postgresql")
+    return parsed
+
+
+def redact(url: str | URL) -> str:
+    """The URL with any password hidden, safe for logs and error messages."""
+    try:
+        parsed = url if isinstance(url, URL) else make_url(url)
+    except ArgumentError:
+        return "<unparseable URL>"
+    return parsed.render_as_string(hide_password=True)
+
+
+def make_engine(url: str | None = None, *, busy_timeout_ms: int = 2000, **kwargs: Any) -> Engine:
+    """An engine for ``url`` with the settings gpufleet relies on.
+
+    SQLite: WAL journal, ``synchronous=NORMAL`` (durable across application crashes, which is what
+    the agent's spool needs) and a short busy timeout, so a locked file makes the writer spool
+    instead of stalling the collection loop. The parent folder is created.
+    PostgreSQL: psycopg 3, a pre-ping pool so a restarted server is reconnected transparently.
+    """
+    parsed = parse_url(resolve_url(url))
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database
+        if database and database != ":memory:" and not database.startswith("file:"):
+            try:
+                Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"cannot create the folder for {database}: {exc.strerror}") from exc
+        engine = create_engine(parsed, connect_args={"timeout": busy_timeout_ms / 1000}, **kwargs)
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
+            cur.close()
+
+        return engine
+    kwargs.setdefault("pool_pre_ping", True)
+    kwargs.setdefault("pool_size", 5)
+    kwargs.setdefault("max_overflow", 5)
+    connect_args = kwargs.pop("connect_args", {})
+    connect_args.setdefault("connect_timeout", 5)
+    return create_engine(parsed, connect_args=connect_args, **kwargs)
+
+
+def _alembic_config(engine: Engine) -> Any:
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.set_main_option("path_separator", "os")
+    cfg.attributes["engine"] = engine
+    return cfg
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Bring the schema up to ``revision`` (Alembic)."""
+    from alembic import command
+
+    command.upgrade(_alembic_config(engine), revision)
+
+
+def current_revision(engine: Engine) -> str | None:
+    from alembic.runtime.migration import MigrationContext
+
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def head_revision() -> str | None:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory(str(MIGRATIONS)).get_current_head()
+
+
+def ensure_schema(engine: Engine, *, migrate: bool = True) -> None:
+    """Make sure the schema is current: upgrade it when allowed, else say what to run."""
+    current = current_revision(engine)
+    if current == head_revision():
+        return
+    if not migrate:
+        raise StoreError(f"the store's schema is at {current or 'nothing'}, this gpufleet needs "
+                         f"{head_revision()}: run 'gpufleet db upgrade --db URL'")
+    upgrade(engine)
+
+
+def table_names(engine: Engine) -> list[str]:
+    return sorted(inspect(engine).get_table_names())

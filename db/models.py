@@ -1,0 +1,358 @@
+"""The schema: typed SQLAlchemy 2.0 models. Every change goes through an Alembic migration.
+
+Conventions: ``ts`` columns are Unix epoch seconds (UTC) as double precision, which both SQLite and
+PostgreSQL index and bucket cheaply (``floor(ts / 60) * 60``); values are in base units; unknown is
+NULL. Sample tables are wide (one row per thing per timestamp) and keyed for the two access paths
+that matter: one thing over time (``(thing, ts)``) and the fleet at a time (``ts``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# BIGINT on PostgreSQL, INTEGER on SQLite so that it is an alias of the rowid.
+IdType = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+class Node(Base):
+    __tablename__ = "nodes"
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    cluster: Mapped[str | None] = mapped_column(String(255))
+    hostname: Mapped[str | None] = mapped_column(String(255))
+    agent_version: Mapped[str | None] = mapped_column(String(64))
+    driver_version: Mapped[str | None] = mapped_column(String(64))
+    cuda_driver_version: Mapped[int | None] = mapped_column(Integer)
+    cpu_count: Mapped[int | None] = mapped_column(Integer)
+    memory_total_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    gpu_count: Mapped[int | None] = mapped_column(Integer)
+    labels: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    first_seen: Mapped[float] = mapped_column(Float)
+    last_seen: Mapped[float] = mapped_column(Float)
+
+
+class Gpu(Base):
+    __tablename__ = "gpus"
+    __table_args__ = (Index("ix_gpus_node_index", "node_id", "index"),)
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True)
+    node_id: Mapped[int] = mapped_column(ForeignKey("nodes.id", ondelete="CASCADE"))
+    index: Mapped[int] = mapped_column(Integer)
+    uuid: Mapped[str] = mapped_column(String(96), unique=True)
+    model: Mapped[str | None] = mapped_column(String(255))
+    serial: Mapped[str | None] = mapped_column(String(64))
+    pci_bus_id: Mapped[str | None] = mapped_column(String(32))
+    memory_total_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    power_limit_default_watts: Mapped[float | None] = mapped_column(Float)
+    sm_clock_max_hz: Mapped[float | None] = mapped_column(Float)
+    mem_clock_max_hz: Mapped[float | None] = mapped_column(Float)
+    pcie_link_gen_max: Mapped[int | None] = mapped_column(Integer)
+    pcie_link_width_max: Mapped[int | None] = mapped_column(Integer)
+    mig_mode: Mapped[int | None] = mapped_column(Integer)
+    unsupported: Mapped[list[Any] | None] = mapped_column(JSON)
+    first_seen: Mapped[float] = mapped_column(Float)
+    last_seen: Mapped[float] = mapped_column(Float)
+
+
+class GpuSample(Base):
+    __tablename__ = "gpu_samples"
+    __table_args__ = (Index("ix_gpu_samples_ts", "ts"),)
+
+    gpu_id: Mapped[int] = mapped_column(ForeignKey("gpus.id", ondelete="CASCADE"), primary_key=True)
+    ts: Mapped[float] = mapped_column(Float, primary_key=True)
+    node_id: Mapped[int] = mapped_column(IdType)
+    status: Mapped[str] = mapped_column(String(16))  # ok | lost | error
+    error: Mapped[str | None] = mapped_column(Text)
+    utilization_gpu_ratio: Mapped[float | None] = mapped_column(Float)
+    utilization_memory_ratio: Mapped[float | None] = mapped_column(Float)
+    memory_used_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    memory_free_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    memory_total_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    temperature_gpu_celsius: Mapped[float | None] = mapped_column(Float)
+    temperature_memory_celsius: Mapped[float | None] = mapped_column(Float)
+    power_watts: Mapped[float | None] = mapped_column(Float)
+    power_limit_watts: Mapped[float | None] = mapped_column(Float)
+    energy_joules_total: Mapped[float | None] = mapped_column(Float)
+    sm_clock_hz: Mapped[float | None] = mapped_column(Float)
+    mem_clock_hz: Mapped[float | None] = mapped_column(Float)
+    sm_clock_max_hz: Mapped[float | None] = mapped_column(Float)
+    mem_clock_max_hz: Mapped[float | None] = mapped_column(Float)
+    clock_event_reasons: Mapped[int | None] = mapped_column(BigInteger)
+    performance_state: Mapped[int | None] = mapped_column(Integer)
+    fan_speed_ratio: Mapped[float | None] = mapped_column(Float)
+    pcie_tx_bytes_per_second: Mapped[float | None] = mapped_column(Float)
+    pcie_rx_bytes_per_second: Mapped[float | None] = mapped_column(Float)
+    pcie_replay_total: Mapped[int | None] = mapped_column(BigInteger)
+    pcie_link_gen: Mapped[int | None] = mapped_column(Integer)
+    pcie_link_gen_max: Mapped[int | None] = mapped_column(Integer)
+    pcie_link_width: Mapped[int | None] = mapped_column(Integer)
+    pcie_link_width_max: Mapped[int | None] = mapped_column(Integer)
+    nvlink_links_active: Mapped[int | None] = mapped_column(Integer)
+    nvlink_tx_bytes_total: Mapped[float | None] = mapped_column(Float)
+    nvlink_rx_bytes_total: Mapped[float | None] = mapped_column(Float)
+    nvlink_errors_total: Mapped[int | None] = mapped_column(BigInteger)
+    ecc_corrected_volatile_total: Mapped[int | None] = mapped_column(BigInteger)
+    ecc_uncorrected_volatile_total: Mapped[int | None] = mapped_column(BigInteger)
+    ecc_corrected_aggregate_total: Mapped[int | None] = mapped_column(BigInteger)
+    ecc_uncorrected_aggregate_total: Mapped[int | None] = mapped_column(BigInteger)
+    retired_pages_sbe: Mapped[int | None] = mapped_column(Integer)
+    retired_pages_dbe: Mapped[int | None] = mapped_column(Integer)
+    remapped_rows_correctable: Mapped[int | None] = mapped_column(Integer)
+    remapped_rows_uncorrectable: Mapped[int | None] = mapped_column(Integer)
+    remapped_rows_pending: Mapped[bool | None] = mapped_column(Boolean)
+    remapped_rows_failure: Mapped[bool | None] = mapped_column(Boolean)
+    process_count: Mapped[int | None] = mapped_column(Integer)
+    mig_mode: Mapped[int | None] = mapped_column(Integer)
+
+
+class GpuProcessSample(Base):
+    __tablename__ = "gpu_process_samples"
+    __table_args__ = (Index("ix_gpu_process_samples_ts", "ts"),)
+
+    gpu_id: Mapped[int] = mapped_column(ForeignKey("gpus.id", ondelete="CASCADE"), primary_key=True)
+    ts: Mapped[float] = mapped_column(Float, primary_key=True)
+    pid: Mapped[int] = mapped_column(Integer, primary_key=True)
+    node_id: Mapped[int] = mapped_column(IdType)
+    name: Mapped[str | None] = mapped_column(String(255))
+    used_memory_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    mig_instance: Mapped[str | None] = mapped_column(String(32))
+
+
+class HostSample(Base):
+    __tablename__ = "host_samples"
+    __table_args__ = (Index("ix_host_samples_ts", "ts"),)
+
+    node_id: Mapped[int] = mapped_column(ForeignKey("nodes.id", ondelete="CASCADE"), primary_key=True)
+    ts: Mapped[float] = mapped_column(Float, primary_key=True)
+    cpu_utilization_ratio: Mapped[float | None] = mapped_column(Float)
+    cpu_count: Mapped[int | None] = mapped_column(Integer)
+    load1: Mapped[float | None] = mapped_column(Float)
+    load5: Mapped[float | None] = mapped_column(Float)
+    load15: Mapped[float | None] = mapped_column(Float)
+    memory_total_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    memory_available_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    memory_used_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    swap_total_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    swap_used_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    uptime_seconds: Mapped[float | None] = mapped_column(Float)
+    boot_time: Mapped[float | None] = mapped_column(Float)
+    processes: Mapped[int | None] = mapped_column(Integer)
+
+
+class InterfaceSample(Base):
+    __tablename__ = "interface_samples"
+    __table_args__ = (Index("ix_interface_samples_ts", "ts"),)
+
+    node_id: Mapped[int] = mapped_column(ForeignKey("nodes.id", ondelete="CASCADE"), primary_key=True)
+    interface: Mapped[str] = mapped_column(String(64), primary_key=True)
+    ts: Mapped[float] = mapped_column(Float, primary_key=True)
+    kind: Mapped[str | None] = mapped_column(String(16))
+    rx_bytes_total: Mapped[int | None] = mapped_column(BigInteger)
+    tx_bytes_total: Mapped[int | None] = mapped_column(BigInteger)
+    rx_packets_total: Mapped[int | None] = mapped_column(BigInteger)
+    tx_packets_total: Mapped[int | None] = mapped_column(BigInteger)
+    rx_errors_total: Mapped[int | None] = mapped_column(BigInteger)
+    tx_errors_total: Mapped[int | None] = mapped_column(BigInteger)
+    rx_drops_total: Mapped[int | None] = mapped_column(BigInteger)
+    tx_drops_total: Mapped[int | None] = mapped_column(BigInteger)
+    rx_bytes_per_second: Mapped[float | None] = mapped_column(Float)
+    tx_bytes_per_second: Mapped[float | None] = mapped_column(Float)
+    speed_bits_per_second: Mapped[float | None] = mapped_column(Float)
+    up: Mapped[int | None] = mapped_column(Integer)
+    carrier_changes_total: Mapped[int | None] = mapped_column(BigInteger)
+    mtu: Mapped[int | None] = mapped_column(Integer)
+    symbol_errors_total: Mapped[int | None] = mapped_column(BigInteger)  # InfiniBand
+    link_downed_total: Mapped[int | None] = mapped_column(BigInteger)  # InfiniBand
+
+
+class DiskSample(Base):
+    __tablename__ = "disk_samples"
+    __table_args__ = (Index("ix_disk_samples_ts", "ts"),)
+
+    node_id: Mapped[int] = mapped_column(ForeignKey("nodes.id", ondelete="CASCADE"), primary_key=True)
+    device: Mapped[str] = mapped_column(String(64), primary_key=True)
+    ts: Mapped[float] = mapped_column(Float, primary_key=True)
+    reads_total: Mapped[int | None] = mapped_column(BigInteger)
+    writes_total: Mapped[int | None] = mapped_column(BigInteger)
+    read_bytes_total: Mapped[int | None] = mapped_column(BigInteger)
+    write_bytes_total: Mapped[int | None] = mapped_column(BigInteger)
+    read_seconds_total: Mapped[float | None] = mapped_column(Float)
+    write_seconds_total: Mapped[float | None] = mapped_column(Float)
+    io_seconds_total: Mapped[float | None] = mapped_column(Float)
+    read_bytes_per_second: Mapped[float | None] = mapped_column(Float)
+    write_bytes_per_second: Mapped[float | None] = mapped_column(Float)
+    reads_per_second: Mapped[float | None] = mapped_column(Float)
+    writes_per_second: Mapped[float | None] = mapped_column(Float)
+    utilization_ratio: Mapped[float | None] = mapped_column(Float)
+    queue_depth: Mapped[int | None] = mapped_column(Integer)
+
+
+class FilesystemSample(Base):
+    __tablename__ = "filesystem_samples"
+    __table_args__ = (Index("ix_filesystem_samples_ts", "ts"),)
+
+    node_id: Mapped[int] = mapped_column(ForeignKey("nodes.id", ondelete="CASCADE"), primary_key=True)
+    path: Mapped[str] = mapped_column(String(512), primary_key=True)
+    ts: Mapped[float] = mapped_column(Float, primary_key=True)
+    device: Mapped[str | None] = mapped_column(String(255))
+    fstype: Mapped[str | None] = mapped_column(String(64))
+    size_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    free_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    avail_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    used_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    files_total: Mapped[int | None] = mapped_column(BigInteger)
+    files_free: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class Event(Base):
+    __tablename__ = "events"
+    __table_args__ = (
+        Index("ix_events_ts", "ts"),
+        Index("ix_events_node_ts", "node_id", "ts"),
+        Index("ix_events_gpu_ts", "gpu_id", "ts"),
+    )
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True)
+    uid: Mapped[str] = mapped_column(String(32), unique=True)
+    ts: Mapped[float] = mapped_column(Float)
+    node_id: Mapped[int] = mapped_column(ForeignKey("nodes.id", ondelete="CASCADE"))
+    gpu_id: Mapped[int | None] = mapped_column(ForeignKey("gpus.id", ondelete="SET NULL"))
+    gpu_index: Mapped[int | None] = mapped_column(Integer)
+    kind: Mapped[str] = mapped_column(String(32))
+    code: Mapped[str | None] = mapped_column(String(64))
+    severity: Mapped[str] = mapped_column(String(16))
+    category: Mapped[str | None] = mapped_column(String(32))
+    fatal: Mapped[bool | None] = mapped_column(Boolean)
+    message: Mapped[str] = mapped_column(Text)
+    recommended_action: Mapped[str | None] = mapped_column(Text)
+    source: Mapped[str | None] = mapped_column(String(32))
+    details: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class Heartbeat(Base):
+    """One row per agent flush: the node was alive at ``ts`` and its collectors were in this state."""
+
+    __tablename__ = "heartbeats"
+    __table_args__ = (Index("ix_heartbeats_ts", "ts"),)
+
+    node_id: Mapped[int] = mapped_column(ForeignKey("nodes.id", ondelete="CASCADE"), primary_key=True)
+    ts: Mapped[float] = mapped_column(Float, primary_key=True)
+    agent_version: Mapped[str | None] = mapped_column(String(64))
+    collectors: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class IngestedBatch(Base):
+    """Batches already written, so a replayed spool batch is skipped: exactly-once ingest."""
+
+    __tablename__ = "ingested_batches"
+
+    batch_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    node_id: Mapped[int | None] = mapped_column(IdType)
+    ts: Mapped[float] = mapped_column(Float)
+    records: Mapped[int] = mapped_column(Integer)
+
+
+class BenchRun(Base):
+    __tablename__ = "bench_runs"
+    __table_args__ = (Index("ix_bench_runs_node_started", "node_id", "started_at"),)
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True)
+    uid: Mapped[str] = mapped_column(String(32), unique=True)
+    node_id: Mapped[int] = mapped_column(ForeignKey("nodes.id", ondelete="CASCADE"))
+    gpu_id: Mapped[int | None] = mapped_column(ForeignKey("gpus.id", ondelete="SET NULL"))
+    workload: Mapped[str] = mapped_column(String(64))
+    suite: Mapped[str | None] = mapped_column(String(32))
+    device: Mapped[str | None] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16))  # ok | failed | skipped
+    error: Mapped[str | None] = mapped_column(Text)
+    started_at: Mapped[float] = mapped_column(Float)
+    finished_at: Mapped[float | None] = mapped_column(Float)
+    config: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    environment: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class BenchResult(Base):
+    __tablename__ = "bench_results"
+    __table_args__ = (UniqueConstraint("run_id", "metric", "gpu_id", name="uq_bench_results_run_metric"),)
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("bench_runs.id", ondelete="CASCADE"), index=True)
+    gpu_id: Mapped[int | None] = mapped_column(ForeignKey("gpus.id", ondelete="SET NULL"))
+    metric: Mapped[str] = mapped_column(String(64))
+    unit: Mapped[str | None] = mapped_column(String(32))
+    value: Mapped[float | None] = mapped_column(Float)
+    median: Mapped[float | None] = mapped_column(Float)
+    p90: Mapped[float | None] = mapped_column(Float)
+    p99: Mapped[float | None] = mapped_column(Float)
+    iqr: Mapped[float | None] = mapped_column(Float)
+    cv: Mapped[float | None] = mapped_column(Float)
+    count: Mapped[int | None] = mapped_column(Integer)
+    samples: Mapped[list[Any] | None] = mapped_column(JSON)
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+    __table_args__ = (
+        UniqueConstraint("source", "cluster", "external_id", name="uq_jobs_source_cluster_external"),
+        Index("ix_jobs_submit", "submit_ts"),
+        Index("ix_jobs_start_end", "start_ts", "end_ts"),
+    )
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True)
+    source: Mapped[str] = mapped_column(String(32))  # sacct | helios | openb | csv
+    cluster: Mapped[str] = mapped_column(String(255), default="")
+    external_id: Mapped[str] = mapped_column(String(128))
+    user: Mapped[str | None] = mapped_column(String(255))
+    account: Mapped[str | None] = mapped_column(String(255))
+    partition: Mapped[str | None] = mapped_column(String(255))
+    state: Mapped[str | None] = mapped_column(String(32))
+    category: Mapped[str | None] = mapped_column(String(32))
+    submit_ts: Mapped[float | None] = mapped_column(Float)
+    start_ts: Mapped[float | None] = mapped_column(Float)
+    end_ts: Mapped[float | None] = mapped_column(Float)
+    gpus: Mapped[float | None] = mapped_column(Float)
+    gpu_model: Mapped[str | None] = mapped_column(String(64))
+    nodes: Mapped[int | None] = mapped_column(Integer)
+    node_list: Mapped[str | None] = mapped_column(Text)
+    exit_code: Mapped[str | None] = mapped_column(String(32))
+    details: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+# Sample record kind → table, for the write path.
+SAMPLE_TABLES = {
+    "gpu": GpuSample.__table__,
+    "gpu_process": GpuProcessSample.__table__,
+    "host": HostSample.__table__,
+    "interface": InterfaceSample.__table__,
+    "disk": DiskSample.__table__,
+    "filesystem": FilesystemSample.__table__,
+}

@@ -1,0 +1,112 @@
+"""The one command line: ``gpufleet``. Every failure the user can fix is one line and exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from gpufleet import __version__
+
+
+class UserError(Exception):
+    """Raised for anything the user can fix; printed as ``gpufleet: error: …``."""
+
+
+def _add_db(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--db", metavar="URL", help="SQLAlchemy URL of the store (default: $GPUFLEET_DB_URL, "
+                   "else SQLite in the user's data folder)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gpufleet", description="Monitor, benchmark and plan a GPU fleet.")
+    parser.add_argument("--version", action="version", version=f"gpufleet {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug detail")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = sub.add_parser("demo", help="run a simulated fleet into a fresh SQLite store")
+    demo.add_argument("--nodes", type=int, default=4)
+    demo.add_argument("--gpus-per-node", type=int, default=8)
+    demo.add_argument("--history-days", type=float, default=7.0)
+    _add_db(demo)
+    demo.add_argument("--port", type=int, default=8501)
+    demo.add_argument("--no-dashboard", action="store_true")
+    demo.add_argument("--duration", type=float, default=None, metavar="S", help="stop after S seconds")
+    demo.add_argument("--interval", type=float, default=2.0, metavar="S", help="live collection interval")
+
+    agent = sub.add_parser("agent", help="the node agent")
+    agent_sub = agent.add_subparsers(dest="agent_command", required=True, metavar="ACTION")
+    run = agent_sub.add_parser("run", help="collect telemetry into the store and serve /metrics")
+    run.add_argument("--config", metavar="FILE", help="YAML settings file")
+    _add_db(run)
+    run.add_argument("--interval", type=float, metavar="S", help="seconds between collections (default 10)")
+    run.add_argument("--simulate", metavar="SCENARIO", help="use the fake NVML with this scenario")
+    run.add_argument("--node-name", metavar="N", help="node name (default: the hostname)")
+    run.add_argument("--metrics-addr", metavar="H:P", help="where to serve /metrics (default 127.0.0.1:9403; "
+                     "'' turns it off)")
+    run.add_argument("--spool-dir", metavar="DIR", help="on-disk buffer for batches the store has not taken")
+    run.add_argument("--once", action="store_true", help="collect once, print JSON, touch no store")
+    run.add_argument("--cycles", type=int, metavar="N", help=argparse.SUPPRESS)
+
+    db = sub.add_parser("db", help="the store's schema and data")
+    db_sub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
+    for name, text in (("upgrade", "create or migrate the schema"), ("info", "schema version and row counts")):
+        _add_db(db_sub.add_parser(name, help=text))
+    prune = db_sub.add_parser("prune", help="delete raw samples older than a number of days")
+    _add_db(prune)
+    prune.add_argument("--raw-days", type=float, default=14.0, help="keep raw samples this many days")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    from agent.config import ConfigError
+    from agent.daemon import AgentError
+    from agent.spool import SpoolError
+    from collectors.fake_nvml import ScenarioError
+    from db.engine import StoreError
+
+    try:
+        return _dispatch(args)
+    except (UserError, ConfigError, AgentError, SpoolError, ScenarioError, StoreError) as exc:
+        print(f"gpufleet: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # an unreachable server and the like: one line, not a traceback
+        from sqlalchemy.exc import OperationalError
+
+        if isinstance(exc, OperationalError):
+            print(f"gpufleet: error: cannot reach the store: {str(exc.orig).strip().splitlines()[0]}",
+                  file=sys.stderr)
+            return 2
+        raise
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "agent":
+        from agent.config import load_config
+        from agent.daemon import run_agent
+
+        cfg = load_config(args.config, overrides={
+            "db_url": args.db, "interval": args.interval, "simulate": args.simulate,
+            "node_name": args.node_name, "metrics_addr": args.metrics_addr, "spool_dir": args.spool_dir,
+        })
+        if cfg.simulate:
+            from collectors.fake_nvml import load_scenario
+
+            load_scenario(cfg.simulate)  # an unknown scenario fails here, before anything starts
+        return run_agent(cfg, once=args.once, max_cycles=args.cycles)
+    if args.command == "db":
+        from gpufleet import dbcli
+
+        return dbcli.run(args)
+    if args.command == "demo":
+        from gpufleet.demo import run_demo
+
+        return run_demo(args)
+    raise UserError(f"unknown command {args.command}")
