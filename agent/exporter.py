@@ -101,7 +101,7 @@ FILESYSTEM_METRICS = [
 ]
 
 
-def _family(name: str, counter: bool, help_text: str, labels: list[str]) -> Metric:
+def _family(name: str, counter: bool, help_text: str, labels: list[str]) -> GaugeMetricFamily | CounterMetricFamily:
     cls = CounterMetricFamily if counter else GaugeMetricFamily
     return cls(f"gpufleet_{name}", help_text, labels=labels)
 
@@ -112,7 +112,7 @@ def _table(specs: list[tuple[str, str, bool, str]], rows: list[tuple[list[str], 
         fam = _family(name, counter, help_text, labels)
         for label_values, values in rows:
             v = values.get(column)
-            if v is not None:
+            if isinstance(v, int | float):
                 fam.add_metric(label_values, float(v))
         if fam.samples:
             yield fam
@@ -153,10 +153,11 @@ class SnapshotCollector:
                                     labels=[*gpu_labels, "reason"])
         for lv, values in gpu_rows:
             for etype, counter, column in ECC:
-                if values.get(column) is not None:
-                    ecc.add_metric([*lv, etype, counter], float(values[column]))
+                count = values.get(column)
+                if isinstance(count, int | float):
+                    ecc.add_metric([*lv, etype, counter], float(count))
             mask = values.get("clock_event_reasons")
-            if mask is not None:
+            if isinstance(mask, int):
                 for bit, reason in CLOCK_EVENT_REASONS.items():
                     reasons.add_metric([*lv, reason], 1.0 if mask & bit else 0.0)
         yield ecc
@@ -181,8 +182,9 @@ class SnapshotCollector:
         speed = GaugeMetricFamily("gpufleet_network_speed_bytes", "Link speed in bytes per second",
                                   labels=["node", "interface"])
         for lv, values in ifaces:
-            if values.get("speed_bits_per_second") is not None:
-                speed.add_metric(lv, float(values["speed_bits_per_second"]) / 8)
+            bits = values.get("speed_bits_per_second")
+            if isinstance(bits, int | float):
+                speed.add_metric(lv, float(bits) / 8)
         yield speed
         disks = [([node, s.key["device"]], s.values) for s in by_kind.get("disk", [])]
         yield from _table(DISK_METRICS, disks, ["node", "device"])

@@ -48,7 +48,8 @@ class StoreWriter:
         self.max_batches = max_batches
         self.max_backoff = max_backoff
         self._writer: Writer | None = None
-        self.failures = 0
+        self.failures = 0  # consecutive
+        self.total_failures = 0
         self.last_error: str | None = None
         self.written_batches = 0
         self.skipped_batches = 0
@@ -72,6 +73,7 @@ class StoreWriter:
                 results = self._writer.write_many([b for _, b in batches])
             except Exception as exc:
                 self.failures += 1
+                self.total_failures += 1
                 self.last_error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
                 if self.failures == 1 or self.failures % 10 == 0:
                     log.warning("store write failed (%s); %d batches kept in the spool", self.last_error,
@@ -200,6 +202,8 @@ class Agent:
         self._wake_writer.set()
         if self._writer_thread is not None:
             self._writer_thread.join(timeout=flush_timeout)
+            if not self._writer_thread.is_alive() and self.store is not None and not self.store.failures:
+                self.store.flush()  # a batch spooled while the writer was finishing
             self._writer_thread = None
         for c in self.collectors:
             c.close()

@@ -1,15 +1,25 @@
-"""Specifications of the GPU models the fake NVML can simulate, and what each one does not support.
+"""GPU models the fake NVML simulates: their specifications, and how one GPU behaves over time.
 
-Numbers are what ``nvidia-smi -q`` reports on the real boards (memory in MiB as NVML counts it,
-default power limits, maximum and idle clocks, PCIe generation and width, NVLink link counts, MIG
-profiles with their compute slices and memory).
+Specifications are what ``nvidia-smi -q`` reports on the real boards (memory in MiB as NVML counts
+it, default power limits, maximum and idle clocks, PCIe generation and width, NVLink link counts,
+MIG profiles with their compute slices and memory) and what each board does not support.
+``SimulatedGpu`` turns a model, a load curve and faults into readings that are pure functions of
+time: counters are closed-form integrals, so a clock that jumps days ahead costs nothing.
 """
 
 from __future__ import annotations
 
+import hashlib
+import math
+import threading
+from bisect import bisect_right
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType
-from typing import Mapping
+from types import MappingProxyType, SimpleNamespace
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .scenarios import Fault, Load
 
 
 @dataclass(frozen=True)
@@ -86,3 +96,265 @@ def get_model(name: str) -> GpuModel | None:
         if wanted in (model.key.upper(), model.name.upper()):
             return model
     return None
+
+
+# ---- deterministic randomness -----------------------------------------------------------------
+_M64 = (1 << 64) - 1
+_TAU = 2 * math.pi
+_MIB = 1 << 20
+IDLE, SW_POWER_CAP, SW_THERMAL, HW_THERMAL = 0x1, 0x4, 0x20, 0x40  # clock-event reason bits
+
+
+def mix64(x: int) -> int:
+    """splitmix64's finalizer: a fast, well-spread 64-bit hash of an integer."""
+    x = (x + 0x9E3779B97F4A7C15) & _M64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _M64
+    return x ^ (x >> 31)
+
+
+def unit_hash(key: int, a: int, b: int = 0) -> float:
+    """A uniform number in [0, 1) that depends only on its arguments."""
+    return mix64(key ^ mix64((a * 0x100000001B3 + b) & _M64)) / 18446744073709551616.0
+
+
+def stable_key(*parts: object) -> int:
+    """A 64-bit key from plain values (seed, node name, index), the same in every process."""
+    return int.from_bytes(hashlib.blake2b(repr(parts).encode(), digest_size=8).digest(), "big")
+
+
+def smooth_noise(key: int, a: float, knot: float) -> float:
+    """Deterministic noise in [-1, 1]: a random value every ``knot`` seconds, eased in between."""
+    x = a / knot
+    k = math.floor(x)
+    f = x - k
+    f = f * f * (3 - 2 * f)
+    v0, v1 = unit_hash(key, k, 7), unit_hash(key, k + 1, 7)
+    return 2 * (v0 + (v1 - v0) * f) - 1
+
+
+# The driver's words after "NVRM: Xid (PCI:0000:18:00): 79, pid=…, name=…, " for common XIDs.
+_XID_TEXT = {
+    13: "Graphics SM Warp Exception on (GPC 2, TPC 1, SM 0): Out Of Range Address",
+    31: "Ch 00000018, intr 00000000. MMU Fault: ENGINE GRAPHICS GPCCLIENT_T1_3 faulted @ 0x7f1c_20000000. "
+        "Fault is of type FAULT_PDE ACCESS_TYPE_VIRT_READ",
+    43: "Ch 00000010",
+    48: "An uncorrectable double bit error (DBE) has been detected on GPU in the framebuffer at partition 5, "
+        "subpartition 1.",
+    63: "Row Remapper: New row marked for remapping, reset gpu to activate.",
+    74: "NVLink: fatal error detected on link 3(0x0, 0x0, 0x10000, 0x0, 0x0, 0x0, 0x0)",
+    79: "GPU has fallen off the bus.",
+    92: "High single-bit ECC error rate",
+    94: "Contained: SM (0x1). RST: No, D-RST: No",
+    95: "Uncontained: FBHUB. RST: Yes, D-RST: No",
+    119: "Timeout after 6s of waiting for RPC response from GPU0 GSP! Expected function 76 (GSP_RM_CONTROL).",
+}
+Slot = tuple[bool, float, float, float, float, int, int]  # see SimulatedGpu.slot
+
+
+class SimulatedGpu:
+    """One GPU of ``model`` under ``load`` and ``faults``; ``t`` is seconds after ``start`` (epoch).
+
+    Load follows absolute time, job slot by job slot (``slots`` is shared by the GPUs of a node so
+    a node-wide job is drawn once); faults and counters count from ``start``.
+    """
+
+    def __init__(self, model: GpuModel, index: int, key: int, job_key: int, start: float, load: Load,
+                 faults: list[Fault], mig: tuple[str, ...], slots: dict[tuple[int, int], Slot]) -> None:
+        self.model, self.index, self.key, self.job_key, self.start = model, index, key, job_key, start
+        self.load, self.faults, self.mig, self._slots = load, faults, mig, slots
+        hexs = f"{mix64(key):016x}{mix64(key ^ 1):016x}"
+        self.uuid = f"GPU-{hexs[:8]}-{hexs[8:12]}-{hexs[12:16]}-{hexs[16:20]}-{hexs[20:32]}"
+        self.serial = str(1650000000000 + mix64(key ^ 2) % 9999999999)
+        self.bus = model.bus_id(index)
+        self._phase = unit_hash(key, 1) * _TAU
+        self._temp_base = 27 + 7 * unit_hash(key, 2)
+        self.mem_temp_offset = 3 + 5 * unit_hash(key, 3)
+        self._pcie_kbs = 2e5 + 1e6 * unit_hash(key, 4)
+        self._energy0_j = 86400 * (1 + 29 * unit_hash(key, 5)) * (model.idle_w + 0.4 * model.power_limit_w)
+        self._nvlink0_kib = int(unit_hash(key, 6) * 1e11)
+        self._replay_rate = 2e-4 * unit_hash(key, 9) if unit_hash(key, 8) < 0.15 else 0.0
+        self._ecc_corr0 = int(40 * unit_hash(key, 11)) if unit_hash(key, 10) < 0.25 else 0
+        self._span_w = 0.93 * model.power_limit_w - model.idle_w  # power above idle at full load
+        self._cum = [0.0]  # ∫ util from start to the end of each whole job slot since start
+        self._lock = threading.Lock()
+        self._cache: tuple[float, SimpleNamespace] | None = None
+        self.windows = {kind: [(f.at, f.end) for f in faults if f.kind == kind]
+                        for kind in ("missing", "nvml_timeout", "thermal", "powercap", "slow")}
+        self.windows["lost"] = [(f.at, math.inf) for f in faults if f.kind == "xid" and f.code == 79]
+        self.windows["dead"] = [(f.at, math.inf) for f in faults if f.kind == "xid" and f.code == 95]
+        self._unc_times = sorted(f.at for f in faults if f.kind == "xid" and f.code in (48, 94, 95))
+        self._segments = self._fixed_power_segments()
+        self._segment_starts = [s[0] for s in self._segments]
+
+    def _cap_w(self, f: Fault) -> float:
+        return f.param("limit_w") or 0.7 * self.model.power_limit_w
+
+    def _fixed_power_segments(self) -> list[tuple[float, float, float, float]]:
+        """Stretches where a fault fixes utilization and power: (start, end, util, watts). A lost,
+        missing or dead GPU idles; a capped one runs at its cap; an overheating one runs hot."""
+        idle = self.model.idle_w
+        rules = [("lost", 0.0, idle), ("missing", 0.0, idle), ("dead", 0.0, idle), ("powercap", 0.92, 0.0),
+                 ("thermal", 0.85, idle + 0.85 * self._span_w)]
+        bounds = sorted({t for kind, _, _ in rules for w in self.windows[kind] for t in w if t < math.inf})
+        segments = []
+        for a, b in zip(bounds, [*bounds[1:], math.inf], strict=False):
+            for kind, util, watts in rules:
+                if self.active(kind, a):
+                    if kind == "powercap":
+                        watts = min(self._cap_w(f) for f in self.faults
+                                    if f.kind == kind and f.at <= a < f.end)
+                    segments.append((a, b, util, watts))
+                    break
+        return segments
+
+    def active(self, kind: str, t: float) -> bool:
+        return any(t0 <= t < t1 for t0, t1 in self.windows[kind])
+
+    def slot(self, a: float) -> Slot:
+        """The job slot holding absolute time ``a``: busy?, level, cycle amplitude, memory share,
+        memory-bus share, process count, first pid."""
+        ld = self.load
+        k = math.floor(a / ld.job_slot_s)
+        s = self._slots.get((self.job_key, k))
+        if s is None:
+            jk, hour = self.job_key, (k * ld.job_slot_s / 3600.0) % 24
+            p = ld.busy_fraction + ld.daily_amplitude * math.cos(_TAU * (hour - ld.peak_hour_utc) / 24)
+            busy = unit_hash(jk, k, 1) < p
+            level = ld.level_min + (ld.level_max - ld.level_min) * unit_hash(jk, k, 2)
+            amp = min(ld.cycle_amplitude, level - 0.02, 1 - level) if busy else 0.0
+            s = (busy, level, amp, 0.35 + 0.6 * unit_hash(jk, k, 3), 0.25 + 0.5 * unit_hash(jk, k, 4),
+                 1 + (unit_hash(jk, k, 5) < 0.3), 1000 + int(unit_hash(jk, k, 6) * 3_000_000))
+            if len(self._slots) > 50_000:
+                self._slots.clear()
+            self._slots[(self.job_key, k)] = s
+        return s
+
+    def _util_integral(self, a0: float, a1: float) -> float:
+        """∫ util over absolute times [a0, a1] within one job slot, in closed form."""
+        busy, level, amp, *_ = self.slot(a0)
+        if not busy:
+            return 0.0
+        w = _TAU / self.load.cycle_period_s
+        return level * (a1 - a0) - amp / w * (math.cos(w * a1 + self._phase) - math.cos(w * a0 + self._phase))
+
+    def _util_seconds(self, t: float) -> float:
+        """∫ util from scenario time 0 to t >= 0, ignoring faults."""
+        size = self.load.job_slot_s
+        a, k0 = self.start + t, math.floor(self.start / size)
+        k = math.floor(a / size)
+        if k == k0:
+            return self._util_integral(self.start, a)
+        with self._lock:
+            while len(self._cum) <= k - k0:
+                j = k0 + len(self._cum) - 1  # the slot whose end is being added
+                whole = self._util_integral(max(self.start, j * size), (j + 1) * size)
+                self._cum.append(self._cum[-1] + whole)
+        return self._cum[k - k0] + self._util_integral(k * size, a)
+
+    def counters(self, t: float) -> tuple[float, float]:
+        """(energy in J, util-seconds) since start, as integrals of power and utilization: monotone."""
+        idle, t = self.model.idle_w, max(t, 0.0)
+        u = self._util_seconds(t)
+        energy, util_s = idle * t + self._span_w * u, u
+        for a, b, seg_util, watts in self._segments:
+            if a >= t:
+                break
+            b = min(b, t)
+            du = self._util_seconds(b) - self._util_seconds(a)
+            energy += (watts - idle) * (b - a) - self._span_w * du
+            util_s += seg_util * (b - a) - du
+        return energy, util_s
+
+    def energy_mj(self, t: float) -> int:
+        return int((self._energy0_j + self.counters(t)[0]) * 1000)
+
+    def nvlink_kib(self, t: float, rx: bool) -> int:
+        """Cumulative KiB one link has carried: a share of its bandwidth while the GPU works."""
+        share = 0.343 if rx else 0.35
+        return self._nvlink0_kib + int(self.counters(t)[1] * self.model.nvlink_gbps * 1e9 / 1024 * share)
+
+    def nvlink_errors(self, t: float, link: int, counter: int) -> int:
+        if counter == 3 or unit_hash(self.key, 100 + link, counter) > 0.08:  # CRC data errors stay 0
+            return 0
+        return int(max(t, 0.0) * 3e-4 * unit_hash(self.key, 200 + link, counter))
+
+    def pcie_replays(self, t: float) -> int:
+        return int(max(t, 0.0) * self._replay_rate)
+
+    def pcie_kbs(self, t: float, rx: bool) -> int:
+        wobble = 1 + 0.3 * smooth_noise(self.key ^ (11 + rx), self.start + t, 5.0)
+        return int((300 + self.state(t).util * self._pcie_kbs * (1 + rx)) * wobble)
+
+    def ecc(self, t: float, uncorrected: bool, aggregate: bool) -> int:
+        if uncorrected:
+            return bisect_right(self._unc_times, t)
+        count = sum(int(max(0.0, min(t, f.end) - f.at) * (f.param("per_hour") or 0.0) / 3600)
+                    for f in self.faults if f.kind == "ecc_corrected")
+        return count + (self._ecc_corr0 if aggregate else 0)
+
+    def xid_messages(self, f: Fault, first: bool) -> list[str]:
+        """What the driver logs for XID fault ``f``; the GPU's first XID also names its UUID and serial."""
+        pci = f"PCI:0000:{self.bus:02x}:00"
+        busy, *_, pid = self.slot(self.start + f.at)
+        pid = int(f.param("pid") or (pid + 64 * self.index if busy and f.code != 79 else 0))
+        who = f"pid={pid}, name=python3" if pid else "pid='<unknown>', name=<unknown>"
+        msgs = [f"NVRM: GPU at {pci}: {self.uuid}", f"NVRM: GPU Board Serial Number: {self.serial}"]
+        msgs = msgs if first else []
+        if f.code == 79:
+            msgs.append(f"NVRM: GPU 0000:{self.bus:02x}:00.0: GPU has fallen off the bus.")
+        msgs.append(f"NVRM: Xid ({pci}): {f.code}, {who}, {_XID_TEXT.get(f.code or 0, 'Ch 00000010')}")
+        return msgs
+
+    def state(self, t: float) -> SimpleNamespace:
+        """Everything instantaneous at scenario time t (cached for the last t asked)."""
+        cached = self._cache
+        if cached is not None and cached[0] == t:
+            return cached[1]
+        m, ld, a = self.model, self.load, self.start + t
+        busy, level, amp, mem_share, mem_bus, nprocs, pid = self.slot(a)
+        u = level + amp * math.sin(_TAU / ld.cycle_period_s * a + self._phase) if busy else 0.0
+        i = bisect_right(self._segment_starts, t) - 1
+        seg = self._segments[i] if i >= 0 and t < self._segments[i][1] else None
+        if seg is not None:
+            u = seg[2]
+            busy = u > 0
+        watts = seg[3] if seg is not None else m.idle_w + self._span_w * u
+        limit, factor, reasons = m.power_limit_w, 1.0, 0 if busy else IDLE
+        temp = self._temp_base + m.temp_rise_c * (watts - m.idle_w) / (m.power_limit_w - m.idle_w)
+        for f in self.faults:
+            if f.kind in ("slow", "powercap", "thermal") and f.at <= t < f.end:
+                if f.kind == "slow":
+                    factor *= f.param("factor") or 1.0
+                elif f.kind == "powercap":
+                    limit, factor, reasons = min(limit, self._cap_w(f)), factor * 0.8, reasons | SW_POWER_CAP
+                else:
+                    frac = min(1.0, (t - f.at) / max(f.param("ramp_s") or 0.0, 1e-9))
+                    temp += ((f.param("peak_c") or 91.0) - temp) * frac
+                    factor *= 1 - 0.35 * frac
+                    reasons |= SW_THERMAL | (HW_THERMAL if frac >= 0.5 else 0)
+        noise = ld.noise * smooth_noise(self.key, a, 10.0) if busy else 0.0
+        jitter = smooth_noise(self.key ^ 3, a, 7.0)
+        power = min(limit, watts * (1 + 0.3 * noise + 0.01 * jitter) if seg is None
+                    else watts * (0.997 + 0.003 * jitter))
+        if busy and power >= 0.98 * limit:
+            reasons |= SW_POWER_CAP
+        procs: list[tuple[int, int, int | None]] = []  # (pid, bytes, MIG instance)
+        if busy and self.mig:
+            procs = [(pid + 64 * self.index + n, int(mem_share * m.mig_profiles[p][1]) * _MIB, n)
+                     for n, p in enumerate(self.mig)]
+        elif busy:
+            job = int(mem_share * m.memory_mib * _MIB)
+            shares = (0.97,) if nprocs == 1 else (0.85, 0.12)
+            procs = [(pid + 64 * self.index + 7 * n, int(job * s) & ~0xFFFFF, None)
+                     for n, s in enumerate(shares)]
+        used = (int(m.memory_mib * 0.0066) << 20) + sum(p[1] for p in procs)
+        state = SimpleNamespace(
+            busy=busy, util=min(1.0, max(0.0, u + noise)) if busy else 0.0, mem_util=0.0, power=power,
+            limit=limit, factor=factor, temp=temp + 0.7 * smooth_noise(self.key ^ 5, a, 30.0),
+            sm=m.sm_clock_max * (1 - 0.06 * u) * factor if busy else m.sm_clock_idle,
+            mem_clock=m.mem_clock_max if busy else m.mem_clock_idle, reasons=reasons,
+            used=min(used, m.memory_mib * _MIB), procs=procs)
+        state.mem_util = state.util * mem_bus
+        self._cache = (t, state)
+        return state

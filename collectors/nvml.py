@@ -44,7 +44,9 @@ FI_NVLINK_LINK_COUNT = 91
 FI_NVLINK_TX_KIB = 138
 FI_NVLINK_RX_KIB = 139
 FI_NVLINK_ERRORS = (38, 45, 52, 59)  # CRC flit, CRC data, replay, recovery: totals over all lanes
+ALL_LINKS = 0xFFFFFFFF  # scope id: the sum over every link
 _FIELDS = (FI_MEMORY_TEMP, FI_NVLINK_LINK_COUNT, FI_NVLINK_TX_KIB, FI_NVLINK_RX_KIB, *FI_NVLINK_ERRORS)
+_FIELD_REQUEST = [(f, ALL_LINKS) if f in (FI_NVLINK_TX_KIB, FI_NVLINK_RX_KIB) else f for f in _FIELDS]
 
 # NVML errors that mean "this field is not available here", not "this GPU is in trouble".
 _FIELD_ERRORS = ("NVMLError_NotSupported", "NVMLError_NoPermission", "NVMLError_InvalidArgument",
@@ -83,7 +85,9 @@ class NvmlCollector:
                  kernel_log: KernelLog | None = None, event_wait_ms: int = 500,
                  process_name: Callable[[int], str | None] | None = None) -> None:
         if nvml is None:
-            import pynvml as nvml  # nvidia-ml-py
+            import pynvml  # nvidia-ml-py
+
+            nvml = pynvml
         self.nvml = nvml
         self.clock = clock
         self.kernel_log = kernel_log
@@ -341,7 +345,7 @@ class NvmlCollector:
 
     def _field_values(self, index: int, h: Any) -> dict[str, Any]:
         """Memory temperature and NVLink counters in one ``nvmlDeviceGetFieldValues`` call."""
-        got = self._field(index, "field_values", self.nvml.nvmlDeviceGetFieldValues, h, list(_FIELDS))
+        got = self._field(index, "field_values", self.nvml.nvmlDeviceGetFieldValues, h, _FIELD_REQUEST)
         values: dict[int, float | None] = dict.fromkeys(_FIELDS)
         for fv in got or ():
             if fv.nvmlReturn == 0:
@@ -353,7 +357,7 @@ class NvmlCollector:
                 {"nvlink_links_active", "nvlink_tx_bytes_total", "nvlink_rx_bytes_total", "nvlink_errors_total"})
         if values[FI_MEMORY_TEMP] is None:
             self._unsupported.setdefault(index, set()).add("temperature_memory_celsius")
-        errors = [values[i] for i in FI_NVLINK_ERRORS if values[i] is not None]
+        errors = [v for v in (values[i] for i in FI_NVLINK_ERRORS) if v is not None]
         tx, rx = values[FI_NVLINK_TX_KIB], values[FI_NVLINK_RX_KIB]
         return {
             "temperature_memory_celsius": values[FI_MEMORY_TEMP],

@@ -20,6 +20,7 @@ from sqlalchemy import (
     Integer,
     MetaData,
     String,
+    Table,
     Text,
     UniqueConstraint,
 )
@@ -348,11 +349,11 @@ class Job(Base):
 
 
 # Sample record kind → table, for the write path.
-SAMPLE_TABLES = {
-    "gpu": GpuSample.__table__,
-    "gpu_process": GpuProcessSample.__table__,
-    "host": HostSample.__table__,
-    "interface": InterfaceSample.__table__,
-    "disk": DiskSample.__table__,
-    "filesystem": FilesystemSample.__table__,
+SAMPLE_TABLES: dict[str, Table] = {
+    kind: Base.metadata.tables[name]
+    for kind, name in (("gpu", "gpu_samples"), ("gpu_process", "gpu_process_samples"), ("host", "host_samples"),
+                       ("interface", "interface_samples"), ("disk", "disk_samples"),
+                       ("filesystem", "filesystem_samples"))
 }
+EVENTS: Table = Base.metadata.tables["events"]
+HEARTBEATS: Table = Base.metadata.tables["heartbeats"]

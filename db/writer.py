@@ -20,8 +20,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, Table, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from db.models import SAMPLE_TABLES, Event, Gpu, Heartbeat, IngestedBatch, Node
-
+from db.models import EVENTS, HEARTBEATS, SAMPLE_TABLES, Gpu, IngestedBatch, Node
 
 
 @dataclass(slots=True)
@@ -98,7 +97,7 @@ class Writer:
     def _write(self, conn: Connection, batch: Batch) -> dict[str, int]:
         node_id = self._node(conn, batch)
         rows = self._records(conn, node_id, batch.records)
-        self._insert_ignore(conn, Heartbeat.__table__, [{
+        self._insert_ignore(conn, HEARTBEATS, [{
             "node_id": node_id, "ts": batch.ts,
             "agent_version": batch.node.get("agent_version"), "collectors": batch.collectors or None,
         }], ["node_id", "ts"])
@@ -231,7 +230,7 @@ class Writer:
                 "category": e.category, "fatal": e.fatal, "message": e.message,
                 "recommended_action": e.recommended_action, "source": e.source, "details": e.details or None,
             })
-        self._insert_ignore(conn, Event.__table__, rows, ["uid"])
+        self._insert_ignore(conn, EVENTS, rows, ["uid"])
         return len(rows)
 
     def _insert_ignore(self, conn: Connection, table: Table, rows: list[dict[str, Any]],

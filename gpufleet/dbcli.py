@@ -8,7 +8,7 @@ import time
 from sqlalchemy import delete, func, select
 
 from db.engine import current_revision, head_revision, make_engine, redact, resolve_url, upgrade
-from db.models import SAMPLE_TABLES, Base, Heartbeat
+from db.models import HEARTBEATS, SAMPLE_TABLES, Base
 
 
 def run(args: argparse.Namespace) -> int:
@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
         elif args.db_command == "prune":
             cutoff = time.time() - args.raw_days * 86400
             with engine.begin() as conn:
-                for table in [*SAMPLE_TABLES.values(), Heartbeat.__table__]:
+                for table in [*SAMPLE_TABLES.values(), HEARTBEATS]:
                     n = conn.execute(delete(table).where(table.c.ts < cutoff)).rowcount
                     print(f"  {table.name:<24} {n:>12,} rows older than {args.raw_days:g} days deleted")
     finally:

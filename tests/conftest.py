@@ -49,7 +49,8 @@ def _pg_admin_engine():  # noqa: ANN202
         import psycopg  # noqa: F401
     except ImportError:
         missing("psycopg is not installed")
-    engine = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3})
+    engine = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT", pool_pre_ping=True,
+                           connect_args={"connect_timeout": 3})
     try:
         with engine.connect() as conn:
             conn.execute(text("select 1"))

@@ -30,7 +30,8 @@ def make_batch(ts: float = T0, *, node: str = "n1", gpus: int = 2, batch_id: str
             "remapped_rows_pending": False,
         }))
     records.append(Sample("host", ts, {}, {"cpu_utilization_ratio": 0.25, "memory_total_bytes": 2**40}))
-    records.append(Sample("interface", ts, {"interface": "ib0"}, {"rx_bytes_total": 123, "speed_bits_per_second": 4e11}))
+    records.append(Sample("interface", ts, {"interface": "ib0"},
+                          {"rx_bytes_total": 123, "speed_bits_per_second": 4e11}))
     records.append(Sample("disk", ts, {"device": "nvme0n1"}, {"read_bytes_total": 4096, "utilization_ratio": None}))
     records.append(Sample("filesystem", ts, {"path": "/"}, {"size_bytes": 10**12}))
     records.append(Sample("gpu_process", ts, {"gpu_index": 0, "gpu_uuid": f"GPU-{node}-0", "pid": 42},

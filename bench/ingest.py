@@ -1,0 +1,454 @@
+"""GPU samples per second through the store's write path, side by side with the raw driver.
+
+For each store (SQLite, PostgreSQL) and each transaction shape, the same wide ``gpu_samples`` rows
+go in two ways, alternating, into two identically migrated databases:
+
+- write path: ``db.writer.Writer.write_many`` from ``collectors.records.Sample`` records (what the
+  agent produces) to commit, batch-id dedupe, node/GPU bookkeeping and heartbeat included;
+- raw driver: the same rows as ready tuples, ``sqlite3`` ``executemany`` of the same INSERT (WAL,
+  ``synchronous=NORMAL``, as the engine sets) or psycopg ``COPY``, then commit.
+
+The write path's time is also split into row building (records to tuples), the driver call, and
+the rest (dedupe, bookkeeping, commit). ``--write`` replaces the ``ingest`` section of
+docs/PERFORMANCE.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import shutil
+import sqlite3
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from perfdoc import fmt_int, fs_type, header, median, package_version, table, write_section
+
+from collectors.records import GpuInfo, Sample
+from db.engine import make_engine, upgrade
+from db.models import SAMPLE_TABLES
+from db.writer import Batch, Writer
+
+T0 = 1_767_225_600.0  # 2026-01-01 UTC
+INTERVAL = 10.0
+H100_MEMORY = 81559 * 2**20
+GPU_TABLE = SAMPLE_TABLES["gpu"]
+COLUMNS = [c.name for c in GPU_TABLE.columns]
+_COLLIST = ", ".join(f'"{c}"' for c in COLUMNS)
+# The same statements the write path issues (db.writer.Writer._bulk_insert).
+INSERT_SQL = f'INSERT INTO "gpu_samples" ({_COLLIST}) VALUES ({", ".join("?" for _ in COLUMNS)})'
+COPY_SQL = f'COPY "gpu_samples" ({_COLLIST}) FROM STDIN'
+TARGET_RATIO = 0.80
+TARGET_SQLITE_RATE = 200_000
+
+
+# -- realistic rows -------------------------------------------------------------------------------
+
+def gpu_values(rng: random.Random, gpu: int, ts: float) -> dict[str, Any]:
+    """One H100 SXM sample as the NVML collector reports it (base units; NULL where an H100 SXM
+    has no reading: no fan, no retired pages since it remaps rows)."""
+    busy = rng.random() < 0.8
+    util = round(rng.uniform(0.85, 1.0) if busy else rng.uniform(0.0, 0.05), 2)
+    used = rng.randrange(60, 80_000) * 2**20 if busy else rng.randrange(0, 600) * 2**20
+    power = round(rng.uniform(450, 700) if busy else rng.uniform(68, 95), 3)
+    uptime = ts - T0 + 86_400 * 12
+    return {
+        "status": "ok",
+        "error": None,
+        "utilization_gpu_ratio": util,
+        "utilization_memory_ratio": round(util * rng.uniform(0.3, 0.7), 2),
+        "memory_used_bytes": used,
+        "memory_free_bytes": H100_MEMORY - used - 529 * 2**20,
+        "memory_total_bytes": H100_MEMORY,
+        "temperature_gpu_celsius": rng.randrange(58, 79) if busy else rng.randrange(28, 36),
+        "temperature_memory_celsius": float(rng.randrange(50, 72) if busy else rng.randrange(30, 40)),
+        "power_watts": power,
+        "power_limit_watts": 700.0,
+        "energy_joules_total": round(uptime * 420.0 + gpu * 1e5 + rng.uniform(0, 500), 3),
+        "sm_clock_hz": float(rng.choice((1980, 1965, 1755)) * 10**6 if busy else 345 * 10**6),
+        "mem_clock_hz": 2619e6,
+        "sm_clock_max_hz": 1980e6,
+        "mem_clock_max_hz": 2619e6,
+        "clock_event_reasons": rng.choice((0, 0, 0, 0x4)) if busy else 0x1,
+        "performance_state": 0,
+        "fan_speed_ratio": None,
+        "pcie_tx_bytes_per_second": float(rng.randrange(0, 25_000_000) * 1000),
+        "pcie_rx_bytes_per_second": float(rng.randrange(0, 25_000_000) * 1000),
+        "pcie_replay_total": rng.choice((0, 0, 0, 2)),
+        "pcie_link_gen": 5,
+        "pcie_link_gen_max": 5,
+        "pcie_link_width": 16,
+        "pcie_link_width_max": 16,
+        "nvlink_links_active": 18,
+        "nvlink_tx_bytes_total": float(int(uptime * 9.1e10) + gpu * 2**20),
+        "nvlink_rx_bytes_total": float(int(uptime * 9.0e10) + gpu * 2**20),
+        "nvlink_errors_total": rng.choice((0, 0, 1)),
+        "ecc_corrected_volatile_total": rng.choice((0, 0, 0, 3)),
+        "ecc_uncorrected_volatile_total": 0,
+        "ecc_corrected_aggregate_total": 17 + gpu,
+        "ecc_uncorrected_aggregate_total": 0,
+        "retired_pages_sbe": None,
+        "retired_pages_dbe": None,
+        "remapped_rows_correctable": gpu % 3,
+        "remapped_rows_uncorrectable": 0,
+        "remapped_rows_pending": False,
+        "remapped_rows_failure": False,
+        "process_count": 1 if busy else 0,
+        "mig_mode": 0,
+    }
+
+
+def gpu_uuid(node: str, gpu: int) -> str:
+    return f"GPU-{uuid.uuid5(uuid.NAMESPACE_DNS, f'{node}/{gpu}')}"
+
+
+def node_info(name: str, gpus: int) -> dict[str, Any]:
+    return {"name": name, "cluster": "bench", "hostname": name, "agent_version": "0.1.0",
+            "driver_version": "570.133.20", "cuda_driver_version": 12080, "cpu_count": 224,
+            "memory_total_bytes": 2 * 2**40, "gpu_count": gpus, "labels": {"rack": "r1"}}
+
+
+def gpu_infos(node: str, gpus: int) -> list[GpuInfo]:
+    return [GpuInfo(index=i, uuid=gpu_uuid(node, i), model="NVIDIA H100 80GB HBM3", serial=f"165232{i:07d}",
+                    pci_bus_id=f"00000000:{0x18 + 0x11 * i:02X}:00.0", memory_total_bytes=H100_MEMORY,
+                    power_limit_default_watts=700.0, sm_clock_max_hz=1980e6, mem_clock_max_hz=2619e6,
+                    pcie_link_gen_max=5, pcie_link_width_max=16, mig_mode=0,
+                    unsupported=["fan_speed_ratio", "retired_pages_dbe", "retired_pages_sbe"])
+            for i in range(gpus)]
+
+
+@dataclass
+class Shape:
+    """One transaction: ``batches`` agent batches from as many nodes, each ``timestamps`` × GPUs."""
+
+    name: str
+    label: str
+    batches: int
+    timestamps: int
+    gpus: int
+    next_ts: float = T0
+    nodes: list[str] = field(default_factory=list)
+
+    @property
+    def rows(self) -> int:
+        return self.batches * self.timestamps * self.gpus
+
+
+RawRow = tuple[str, int, float, tuple[Any, ...]]  # node, GPU index, ts, the value columns
+
+
+def make_work(shape: Shape, rng: random.Random) -> tuple[list[Batch], list[RawRow]]:
+    """The batches for the write path and, for the raw driver, the same rows keyed by
+    (node, gpu, ts) so they can be given the raw store's ids."""
+    batches, raw = [], []
+    start = shape.next_ts
+    shape.next_ts += shape.timestamps * INTERVAL
+    for node in shape.nodes:
+        records = []
+        for t in range(shape.timestamps):
+            ts = start + t * INTERVAL
+            for g in range(shape.gpus):
+                values = gpu_values(rng, g, ts)
+                records.append(Sample("gpu", ts, {"gpu_index": g, "gpu_uuid": gpu_uuid(node, g)}, values))
+                raw.append((node, g, ts, tuple(values.get(c) for c in COLUMNS[3:])))
+        batches.append(Batch(batch_id=uuid.uuid4().hex, node=node_info(node, shape.gpus),
+                             ts=start + (shape.timestamps - 1) * INTERVAL, records=records,
+                             collectors={"nvml": {"status": "ok"}}))
+    return batches, raw
+
+
+# -- the two ways in ------------------------------------------------------------------------------
+
+class TimedWriter(Writer):
+    """The product's Writer with the time in row building and in the driver call added up."""
+
+    def __init__(self, engine: Any) -> None:
+        super().__init__(engine)
+        self.rows_s = 0.0
+        self.driver_s = 0.0
+
+    def _rows(self, *args: Any, **kw: Any) -> Any:
+        t = time.perf_counter()
+        try:
+            return super()._rows(*args, **kw)
+        finally:
+            self.rows_s += time.perf_counter() - t
+
+    def _bulk_insert(self, *args: Any, **kw: Any) -> None:
+        t = time.perf_counter()
+        try:
+            super()._bulk_insert(*args, **kw)
+        finally:
+            self.driver_s += time.perf_counter() - t
+
+
+@dataclass
+class Store:
+    name: str
+    path_engine: Any
+    raw_engine: Any
+    raw_insert: Callable[[list[tuple[Any, ...]]], None]
+    close: Callable[[], None]
+    note: str = ""
+    writer: TimedWriter | None = None
+    # (node, GPU index) → (gpu_id, node_id) in the raw database
+    ids: dict[tuple[str, int], tuple[int, int]] = field(default_factory=dict)
+
+
+def sqlite_store(base: str) -> Store:
+    folder = tempfile.mkdtemp(prefix="gpufleet-bench-ingest-", dir=base)
+    path_db, raw_db = os.path.join(folder, "path.db"), os.path.join(folder, "raw.db")
+    path_engine, raw_engine = make_engine(f"sqlite:///{path_db}"), make_engine(f"sqlite:///{raw_db}")
+    upgrade(path_engine)
+    upgrade(raw_engine)
+    raw = sqlite3.connect(raw_db, timeout=2.0)
+    for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=2000"):
+        raw.execute(f"PRAGMA {pragma}")
+
+    def insert(rows: list[tuple[Any, ...]]) -> None:
+        raw.executemany(INSERT_SQL, rows)
+        raw.commit()
+
+    def close() -> None:
+        raw.close()
+        path_engine.dispose()
+        raw_engine.dispose()
+        shutil.rmtree(folder, ignore_errors=True)
+
+    return Store("SQLite", path_engine, raw_engine, insert, close,
+                 note=f"files on {fs_type(folder)} ({base}), WAL, synchronous=NORMAL")
+
+
+def postgres_store(admin_url: str) -> Store:
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    admin = make_url(admin_url).set(drivername="postgresql")
+    conninfo = admin.render_as_string(hide_password=False)
+    suffix = f"{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    names = [f"gpufleet_bench_path_{suffix}", f"gpufleet_bench_raw_{suffix}"]
+    with psycopg.connect(conninfo, autocommit=True, connect_timeout=3) as conn:
+        for n in names:
+            conn.execute(f'CREATE DATABASE "{n}"')
+    urls = [admin.set(drivername="postgresql+psycopg", database=n).render_as_string(hide_password=False)
+            for n in names]
+    path_engine, raw_engine = make_engine(urls[0]), make_engine(urls[1])
+    upgrade(path_engine)
+    upgrade(raw_engine)
+    raw = psycopg.connect(admin.set(database=names[1]).render_as_string(hide_password=False))
+
+    def insert(rows: list[tuple[Any, ...]]) -> None:
+        with raw.cursor() as cur, cur.copy(COPY_SQL) as copy:
+            for row in rows:
+                copy.write_row(row)
+        raw.commit()
+
+    def close() -> None:
+        raw.close()
+        path_engine.dispose()
+        raw_engine.dispose()
+        with psycopg.connect(conninfo, autocommit=True, connect_timeout=3) as conn:
+            for n in names:
+                conn.execute(f'DROP DATABASE IF EXISTS "{n}" WITH (FORCE)')
+
+    with psycopg.connect(conninfo, connect_timeout=3) as conn:
+        version = conn.info.server_version
+    return Store("PostgreSQL", path_engine, raw_engine, insert, close,
+                 note=f"server {version // 10000}.{version % 10000}, localhost TCP, default settings")
+
+
+def prepare(store: Store, shapes: list[Shape]) -> None:
+    """Create the nodes and GPUs in both databases the same way (one first batch each, untimed),
+    so the timed runs see a steady-state agent: ids cached, inventory already known."""
+    from sqlalchemy import text
+
+    for engine in (store.raw_engine, store.path_engine):
+        first = Writer(engine)
+        for shape in shapes:
+            for node in shape.nodes:
+                first.write(Batch(batch_id=uuid.uuid4().hex, node=node_info(node, shape.gpus),
+                                  ts=T0 - INTERVAL, records=gpu_infos(node, shape.gpus)))
+    with store.raw_engine.connect() as conn:
+        gpus = conn.execute(text("SELECT g.uuid, g.id, g.node_id FROM gpus g")).all()
+    by_uuid = {u: (gid, nid) for u, gid, nid in gpus}
+    for shape in shapes:
+        for node in shape.nodes:
+            for g in range(shape.gpus):
+                store.ids[(node, g)] = by_uuid[gpu_uuid(node, g)]
+    store.writer = TimedWriter(store.path_engine)
+
+
+@dataclass
+class Result:
+    path_s: list[float] = field(default_factory=list)
+    raw_s: list[float] = field(default_factory=list)
+    rows_s: list[float] = field(default_factory=list)
+    driver_s: list[float] = field(default_factory=list)
+
+
+def run_shape(store: Store, shape: Shape, reps: int, rng: random.Random) -> Result:
+    res = Result()
+    writer = store.writer
+    assert writer is not None
+    for rep in range(reps + 1):  # the first is a warm-up
+        batches, keyed = make_work(shape, rng)
+        raw_rows = [(store.ids[(n, g)][0], ts, store.ids[(n, g)][1], *vals) for n, g, ts, vals in keyed]
+
+        def path() -> float:
+            writer.rows_s = writer.driver_s = 0.0
+            t = time.perf_counter()
+            results = writer.write_many(batches)
+            elapsed = time.perf_counter() - t
+            assert all(r.written for r in results)
+            return elapsed
+
+        def raw() -> float:
+            t = time.perf_counter()
+            store.raw_insert(raw_rows)
+            return time.perf_counter() - t
+
+        if rep % 2:
+            r_s, p_s = raw(), path()
+        else:
+            p_s, r_s = path(), raw()
+        if rep:
+            res.path_s.append(p_s)
+            res.raw_s.append(r_s)
+            res.rows_s.append(writer.rows_s)
+            res.driver_s.append(writer.driver_s)
+    return res
+
+
+def check_counts(store: Store, expected: int) -> None:
+    from sqlalchemy import text
+
+    for engine in (store.path_engine, store.raw_engine):
+        with engine.connect() as conn:
+            n = conn.execute(text("SELECT count(*) FROM gpu_samples")).scalar_one()
+        if n != expected:
+            raise SystemExit(f"{store.name}: expected {expected} gpu_samples rows, found {n}")
+
+
+# -- the report -----------------------------------------------------------------------------------
+
+def scratch_base(requested: str | None) -> str:
+    """Local disk for the SQLite files: the temp dir unless it is a RAM filesystem."""
+    if requested:
+        return requested
+    tmp = tempfile.gettempdir()
+    if fs_type(tmp) not in ("tmpfs", "ramfs"):
+        return tmp
+    alt = os.path.join(os.path.expanduser("~"), ".cache", "gpufleet-bench")
+    os.makedirs(alt, exist_ok=True)
+    return alt
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--gpus", type=int, default=8, help="GPUs per node (default 8)")
+    ap.add_argument("--timestamps", type=int, default=1000,
+                    help="timestamps in the large transaction (one node's backlog; default 1000)")
+    ap.add_argument("--flush-batches", type=int, default=64,
+                    help="agent batches (nodes × 1 timestamp) in the small transaction; default 64, "
+                         "the agent's StoreWriter max_batches")
+    ap.add_argument("--reps", type=int, default=9, help="timed repetitions of each, after one warm-up")
+    ap.add_argument("--stores", default="sqlite,postgresql", help="comma-separated: sqlite, postgresql")
+    ap.add_argument("--pg-url", default=os.environ.get("GPUFLEET_TEST_PG_URL",
+                                                       "postgresql+psycopg://postgres@127.0.0.1:5432/test"),
+                    help="a PostgreSQL database to connect to for creating and dropping the scratch ones")
+    ap.add_argument("--dir", help="folder for the SQLite files (default: the temp dir unless it is tmpfs)")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--quick", action="store_true", help="a smoke run in seconds (100 timestamps, 2 reps)")
+    ap.add_argument("--write", action="store_true", help="replace the ingest section of docs/PERFORMANCE.md")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.timestamps, args.reps, args.flush_batches = min(args.timestamps, 100), min(args.reps, 2), 16
+
+    rng = random.Random(args.seed)
+    rows_out: list[list[object]] = []
+    notes: list[str] = []
+    verdicts: list[str] = []
+    for kind in [s.strip() for s in args.stores.split(",") if s.strip()]:
+        shapes = [
+            Shape("bulk", f"1 node × {args.gpus} GPUs × {args.timestamps} timestamps",
+                  1, args.timestamps, args.gpus, nodes=["bench-bulk-0"]),
+            Shape("flush", f"{args.flush_batches} batches (nodes) × {args.gpus} GPUs × 1 timestamp",
+                  args.flush_batches, 1, args.gpus,
+                  nodes=[f"bench-flush-{i}" for i in range(args.flush_batches)]),
+        ]
+        label = {"sqlite": "SQLite", "postgresql": "PostgreSQL"}.get(kind, kind)
+        try:
+            store = sqlite_store(scratch_base(args.dir)) if kind == "sqlite" else postgres_store(args.pg_url)
+        except Exception as exc:
+            reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            print(f"{label}: skipped: {reason}", file=sys.stderr)
+            rows_out.append([label, "skipped: " + reason, "", "", "", "", ""])
+            continue
+        try:
+            prepare(store, shapes)
+            notes.append(f"{label}: {store.note}")
+            for shape in shapes:
+                res = run_shape(store, shape, args.reps, rng)
+                path_rate = shape.rows / median(res.path_s)
+                raw_rate = shape.rows / median(res.raw_s)
+                ratio = path_rate / raw_rate
+                total = median(res.path_s)
+                rows_ms, drv_ms = median(res.rows_s) * 1e3, median(res.driver_s) * 1e3
+                other_ms = total * 1e3 - rows_ms - drv_ms
+                rows_out.append([
+                    label, shape.label, fmt_int(shape.rows), fmt_int(path_rate), fmt_int(raw_rate),
+                    f"{ratio:.0%}",
+                    f"{total * 1e3:.1f} ms = {rows_ms:.1f} rows + {drv_ms:.1f} driver + {other_ms:.1f} other",
+                ])
+                ok_ratio = ratio >= TARGET_RATIO
+                verdicts.append(f"{label}, {shape.name}: path/raw {ratio:.0%} "
+                                f"({'meets' if ok_ratio else 'misses'} ≥ {TARGET_RATIO:.0%})"
+                                + (f"; {fmt_int(path_rate)} samples/s "
+                                   f"({'meets' if path_rate >= TARGET_SQLITE_RATE else 'misses'} "
+                                   f"≥ {fmt_int(TARGET_SQLITE_RATE)})" if kind == "sqlite" else ""))
+                print(f"{label:10} {shape.name:5} rows/txn={shape.rows:6d} path={path_rate:10,.0f}/s "
+                      f"raw={raw_rate:10,.0f}/s ratio={ratio:.2f} split: rows={rows_ms:.1f}ms "
+                      f"driver={drv_ms:.1f}ms other={other_ms:.1f}ms", file=sys.stderr)
+            check_counts(store, sum(s.rows * (args.reps + 1) for s in shapes))
+        finally:
+            store.close()
+
+    head = ["store", "transaction", "rows/txn", "write path samples/s", "raw driver samples/s", "path/raw",
+            "write path time per txn (median)"]
+    lines = table(head, rows_out)
+    print("\n".join(lines))
+    for v in verdicts:
+        print("- " + v)
+    if args.write:
+        write_section("ingest", [
+            "### Ingest: GPU samples per second into the store",
+            "",
+            *header([("SQLite", sqlite3.sqlite_version), ("SQLAlchemy", package_version("sqlalchemy")),
+                     ("psycopg", package_version("psycopg"))]),
+            *[f"- {n}" for n in notes],
+            f"- {args.reps} timed repetitions after one warm-up, write path and raw driver alternating; "
+            "medians shown",
+            "",
+            *lines,
+            "",
+            "Targets (issue): write path ≥ 80% of the raw driver; ≥ 200,000 samples/s on SQLite.",
+            "",
+            *[f"- {v}" for v in verdicts],
+            "",
+            "*rows* is building tuples from `Sample` records (`Writer._rows`), *driver* the `executemany` or "
+            "`COPY` call (`Writer._bulk_insert`), *other* the rest of the transaction: batch-id dedupe, node "
+            "and GPU bookkeeping, heartbeat, `ingested_batches`, commit. The raw driver is timed from ready "
+            "tuples to commit and writes only the sample rows.",
+        ])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

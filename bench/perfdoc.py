@@ -1,0 +1,118 @@
+"""What every benchmark report carries: the machine, the versions, the command, and its section of
+``docs/PERFORMANCE.md`` (replaced in place between ``<!-- bench:NAME -->`` and ``<!-- /bench:NAME -->``)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import re
+import shlex
+import sys
+from collections.abc import Iterable, Sequence
+from importlib import metadata
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DOC = ROOT / "docs" / "PERFORMANCE.md"
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def memory_gib() -> float | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal:"):
+                return int(line.split()[1]) / 2**20
+    except OSError:
+        pass
+    return None
+
+
+def fs_type(path: str | os.PathLike[str]) -> str:
+    """The filesystem type holding ``path`` (longest mount-point prefix in /proc/mounts)."""
+    target = os.path.realpath(path)
+    best, kind = "", "unknown"
+    try:
+        lines = Path("/proc/mounts").read_text().splitlines()
+    except OSError:
+        return kind
+    for line in lines:
+        parts = line.split()
+        if len(parts) < 3:
+            continue
+        mnt = parts[1].replace("\\040", " ")
+        inside = target == mnt or target.startswith(mnt.rstrip("/") + "/")
+        if inside and len(mnt) >= len(best):
+            best, kind = mnt, parts[2]
+    return kind
+
+
+def package_version(name: str) -> str:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
+def machine_line() -> str:
+    mem = memory_gib()
+    return (f"{os.cpu_count()} CPUs (nproc {len(os.sched_getaffinity(0))}), {cpu_model()}"
+            + (f", {mem:.0f} GiB RAM" if mem else "") + f", Linux {platform.release()}")
+
+
+def command_line() -> str:
+    script = os.path.relpath(os.path.abspath(sys.argv[0]), ROOT)
+    return " ".join([".venv/bin/python", shlex.quote(script), *map(shlex.quote, sys.argv[1:])])
+
+
+def header(versions: Iterable[tuple[str, str]]) -> list[str]:
+    now = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    vers = ", ".join(f"{k} {v}" for k, v in versions)
+    return [
+        f"- command: `{command_line()}`",
+        f"- date: {now}",
+        f"- machine: {machine_line()}",
+        f"- versions: Python {platform.python_version()}, gpufleet {package_version('gpufleet')}, {vers}",
+    ]
+
+
+def table(head: Sequence[str], rows: Iterable[Sequence[object]]) -> list[str]:
+    out = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    out += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return out
+
+
+def write_section(name: str, lines: Sequence[str], doc: Path = DOC) -> None:
+    """Replace the section ``name`` of the performance doc (appended if it is not there yet)."""
+    start, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
+    body = "\n".join([start, *lines, end])
+    text = doc.read_text() if doc.exists() else "# Performance\n"
+    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
+    if pattern.search(text):
+        text = pattern.sub(lambda _m: body, text, count=1)
+    else:
+        text = text.rstrip("\n") + "\n\n" + body + "\n"
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    doc.write_text(text)
+    print(f"wrote section {name!r} of {os.path.relpath(doc, ROOT)}")
+
+
+def fmt_int(x: float) -> str:
+    return f"{x:,.0f}"
+
+
+def median(xs: Sequence[float]) -> float:
+    s = sorted(xs)
+    n = len(s)
+    if not n:
+        return float("nan")
+    return s[n // 2] if n % 2 else (s[n // 2 - 1] + s[n // 2]) / 2

@@ -1,0 +1,614 @@
+"""A fake NVML: the functions, constants and exception classes of ``pynvml`` (nvidia-ml-py), simulated.
+
+A ``FakeNVML(scenario)`` instance is handed to the NVML collector in place of the ``pynvml`` module,
+so the code under test is the code that runs on real GPUs. Every value is a pure function of (seed,
+node name, GPU index, time): a clock that jumps days ahead (the demo's history backfill) sees the
+same numbers as one that ticks, and counters never go backwards. Load follows absolute UTC time (so
+nodes agree on the daily peak); faults and counters count from ``start``. This module never imports
+``pynvml``; its exception classes are its own.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Callable, Sequence
+from types import SimpleNamespace
+from typing import Any
+
+from .gpu_models import GpuModel, SimulatedGpu, Slot, get_model, mix64, stable_key, unit_hash
+from .scenarios import Fault, Load, Scenario, ScenarioError, list_scenarios, load_scenario
+
+__all__ = ["FakeNVML", "Fault", "Load", "NVMLError", "Scenario", "ScenarioError", "list_scenarios",
+           "load_scenario"]
+
+# Constants: the values of nvidia-ml-py 13.x.
+NVML_SUCCESS = 0
+NVML_ERROR_UNINITIALIZED, NVML_ERROR_INVALID_ARGUMENT, NVML_ERROR_NOT_SUPPORTED = 1, 2, 3
+NVML_ERROR_NO_PERMISSION, NVML_ERROR_ALREADY_INITIALIZED, NVML_ERROR_NOT_FOUND = 4, 5, 6
+NVML_ERROR_INSUFFICIENT_SIZE, NVML_ERROR_DRIVER_NOT_LOADED, NVML_ERROR_TIMEOUT = 7, 9, 10
+NVML_ERROR_LIBRARY_NOT_FOUND, NVML_ERROR_FUNCTION_NOT_FOUND, NVML_ERROR_GPU_IS_LOST = 12, 13, 15
+NVML_ERROR_RESET_REQUIRED, NVML_ERROR_NO_DATA, NVML_ERROR_UNKNOWN = 16, 21, 999
+NVML_FEATURE_DISABLED, NVML_FEATURE_ENABLED = 0, 1
+NVML_TEMPERATURE_GPU = 0
+NVML_CLOCK_GRAPHICS, NVML_CLOCK_SM, NVML_CLOCK_MEM, NVML_CLOCK_VIDEO = 0, 1, 2, 3
+NVML_PCIE_UTIL_TX_BYTES, NVML_PCIE_UTIL_RX_BYTES = 0, 1
+NVML_VOLATILE_ECC, NVML_AGGREGATE_ECC = 0, 1
+NVML_MEMORY_ERROR_TYPE_CORRECTED, NVML_MEMORY_ERROR_TYPE_UNCORRECTED = 0, 1
+NVML_PAGE_RETIREMENT_CAUSE_MULTIPLE_SINGLE_BIT_ECC_ERRORS = 0
+NVML_PAGE_RETIREMENT_CAUSE_DOUBLE_BIT_ECC_ERROR = 1
+NVML_NVLINK_MAX_LINKS = 36
+NVML_NVLINK_ERROR_DL_REPLAY, NVML_NVLINK_ERROR_DL_RECOVERY = 0, 1
+NVML_NVLINK_ERROR_DL_CRC_FLIT, NVML_NVLINK_ERROR_DL_CRC_DATA, NVML_NVLINK_ERROR_DL_ECC_DATA = 2, 3, 4
+NVML_FI_DEV_MEMORY_TEMP = 82
+NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_TX = 138
+NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_RX = 139
+NVML_FI_DEV_NVLINK_LINK_COUNT = 91
+NVML_FI_DEV_NVLINK_CRC_FLIT_ERROR_COUNT_TOTAL, NVML_FI_DEV_NVLINK_CRC_DATA_ERROR_COUNT_TOTAL = 38, 45
+NVML_FI_DEV_NVLINK_REPLAY_ERROR_COUNT_TOTAL, NVML_FI_DEV_NVLINK_RECOVERY_ERROR_COUNT_TOTAL = 52, 59
+NVML_DEVICE_MIG_DISABLE, NVML_DEVICE_MIG_ENABLE = 0, 1
+NVML_VALUE_TYPE_DOUBLE, NVML_VALUE_TYPE_UNSIGNED_INT, NVML_VALUE_TYPE_UNSIGNED_LONG = 0, 1, 2
+NVML_VALUE_TYPE_UNSIGNED_LONG_LONG, NVML_VALUE_TYPE_SIGNED_LONG_LONG = 3, 4
+NVML_VALUE_TYPE_SIGNED_INT, NVML_VALUE_TYPE_UNSIGNED_SHORT = 5, 6
+NVML_PSTATE_0, NVML_PSTATE_8, NVML_PSTATE_UNKNOWN = 0, 8, 32
+NVML_GPU_INSTANCE_ID_ANY = NVML_COMPUTE_INSTANCE_ID_ANY = 0xFFFFFFFF
+nvmlEventTypeNone, nvmlEventTypeSingleBitEccError, nvmlEventTypeDoubleBitEccError = 0x0, 0x1, 0x2
+nvmlEventTypePState, nvmlEventTypeXidCriticalError, nvmlEventTypeClock = 0x4, 0x8, 0x10
+_REASONS = {"GpuIdle": 0x1, "ApplicationsClocksSetting": 0x2, "UserDefinedClocks": 0x2, "SwPowerCap": 0x4,
+            "HwSlowdown": 0x8, "SyncBoost": 0x10, "SwThermalSlowdown": 0x20, "HwThermalSlowdown": 0x40,
+            "HwPowerBrakeSlowdown": 0x80, "DisplayClockSetting": 0x100, "None": 0x0}
+for _name, _bit in _REASONS.items():
+    globals()[f"nvmlClocksEventReason{_name}"] = globals()[f"nvmlClocksThrottleReason{_name}"] = _bit
+nvmlClocksEventReasonAll = 0x1FF
+nvmlClocksThrottleReasonBoardLimit, nvmlClocksThrottleReasonReliability = 0x200, 0x400
+nvmlClocksThrottleReasonAll = 0x7FF
+
+
+class NVMLError(Exception):
+    """Like pynvml's: ``NVMLError(value)`` returns the subclass for that value; ``.value`` is the code."""
+
+    _valClassMapping: dict[int, type[NVMLError]] = {}
+    _errcode_to_string = {1: "Uninitialized", 2: "Invalid Argument", 3: "Not Supported",
+                          4: "Insufficient Permissions", 5: "Already Initialized", 6: "Not Found",
+                          7: "Insufficient Size", 9: "Driver Not Loaded", 10: "Timeout",
+                          12: "NVML Shared Library Not Found", 13: "Function Not Found",
+                          15: "GPU is lost", 16: "GPU requires restart", 999: "Unknown Error"}
+    value: int
+
+    def __new__(cls, value: int = NVML_ERROR_UNKNOWN) -> NVMLError:
+        if cls is NVMLError:
+            cls = NVMLError._valClassMapping.get(value, cls)
+        obj = Exception.__new__(cls)
+        obj.value = value
+        return obj
+
+    def __str__(self) -> str:
+        return self._errcode_to_string.get(self.value, f"NVML Error with code {self.value}")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, NVMLError) and self.value == other.value
+
+    def __hash__(self) -> int:
+        return hash(self.value)
+
+
+def _error_class(name: str, value: int) -> Any:
+    def __new__(cls: type[NVMLError], *args: object) -> NVMLError:
+        return NVMLError.__new__(cls, value)
+
+    cls = type(f"NVMLError_{name}", (NVMLError,), {"__new__": __new__, "__module__": __name__})
+    NVMLError._valClassMapping[value] = cls
+    return cls
+
+
+NVMLError_Uninitialized = _error_class("Uninitialized", NVML_ERROR_UNINITIALIZED)
+NVMLError_InvalidArgument = _error_class("InvalidArgument", NVML_ERROR_INVALID_ARGUMENT)
+NVMLError_NotSupported = _error_class("NotSupported", NVML_ERROR_NOT_SUPPORTED)
+NVMLError_NoPermission = _error_class("NoPermission", NVML_ERROR_NO_PERMISSION)
+NVMLError_AlreadyInitialized = _error_class("AlreadyInitialized", NVML_ERROR_ALREADY_INITIALIZED)
+NVMLError_NotFound = _error_class("NotFound", NVML_ERROR_NOT_FOUND)
+NVMLError_InsufficientSize = _error_class("InsufficientSize", NVML_ERROR_INSUFFICIENT_SIZE)
+NVMLError_DriverNotLoaded = _error_class("DriverNotLoaded", NVML_ERROR_DRIVER_NOT_LOADED)
+NVMLError_Timeout = _error_class("Timeout", NVML_ERROR_TIMEOUT)
+NVMLError_LibraryNotFound = _error_class("LibraryNotFound", NVML_ERROR_LIBRARY_NOT_FOUND)
+NVMLError_FunctionNotFound = _error_class("FunctionNotFound", NVML_ERROR_FUNCTION_NOT_FOUND)
+NVMLError_GpuIsLost = _error_class("GpuIsLost", NVML_ERROR_GPU_IS_LOST)
+NVMLError_ResetRequired = _error_class("ResetRequired", NVML_ERROR_RESET_REQUIRED)
+NVMLError_NoData = _error_class("NoData", NVML_ERROR_NO_DATA)
+NVMLError_Unknown = _error_class("Unknown", NVML_ERROR_UNKNOWN)
+
+_M64 = (1 << 64) - 1
+_MIB = 1 << 20
+# Field ids summing one NVLink error counter over all links -> nvmlDeviceGetNvLinkErrorCounter's counter.
+_NVLINK_ERROR_FIELDS = {38: NVML_NVLINK_ERROR_DL_CRC_FLIT, 45: NVML_NVLINK_ERROR_DL_CRC_DATA,
+                        52: NVML_NVLINK_ERROR_DL_REPLAY, 59: NVML_NVLINK_ERROR_DL_RECOVERY}
+
+
+class _Handle:
+    """An opaque device handle, the same object for the life of the FakeNVML (usable as a dict key)."""
+
+    __slots__ = ("owner", "gpu", "mig")
+
+    def __init__(self, owner: FakeNVML, gpu: SimulatedGpu, mig: int | None = None) -> None:
+        self.owner, self.gpu, self.mig = owner, gpu, mig
+
+    def __repr__(self) -> str:
+        return f"<FakeNVML device {self.gpu.index}{'' if self.mig is None else f' mig {self.mig}'}>"
+
+
+class FakeNVML:
+    """Stands in for the ``pynvml`` module: same function names, signatures, constants and errors.
+
+    ``scenario`` is a ``Scenario`` or a scenario name or path; scenario times are seconds after
+    ``start`` (default: ``clock()`` now). ``seed`` and ``node_name`` make nodes of a fleet differ;
+    ``gpu_count`` overrides the scenario's count (faults on GPUs past it wrap around). Simulated time
+    has 1/16 s resolution. ``nvmlEventSetWait`` waits in real time for faults the scenario clock
+    has reached.
+    """
+
+    def __init__(self, scenario: Scenario | str, *, clock: Callable[[], float] = time.time,
+                 start: float | None = None, seed: int = 0, gpu_count: int | None = None,
+                 node_name: str | None = None) -> None:
+        self.scenario = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
+        model = get_model(self.scenario.model)
+        assert model is not None  # Scenario validated it
+        self.model: GpuModel = model
+        self._clock = clock
+        self.start = clock() if start is None else float(start)
+        self.seed, self.node_name = seed, node_name or ""
+        count = self.scenario.gpus if gpu_count is None else gpu_count
+        if not 1 <= count <= 64:
+            raise ValueError(f"gpu_count must be between 1 and 64, got {count}")
+        faults = sorted(self.scenario.faults, key=lambda f: f.at)
+        node_key = stable_key(seed, self.node_name, "node")
+        slots: dict[tuple[int, int], Slot] = {}
+        self._gpus = []
+        for i in range(count):
+            key = stable_key(seed, self.node_name, i)
+            job_key = node_key if self.scenario.load.shared_jobs else key
+            mine = [f for f in faults if f.gpu % count == i]
+            self._gpus.append(SimulatedGpu(model, i, key, job_key, self.start, self.scenario.load, mine,
+                                           self.scenario.mig, slots))
+        self._handles = {g.index: _Handle(self, g) for g in self._gpus}
+        self._mig_handles = {g.index: [_Handle(self, g, n) for n in range(len(self.scenario.mig))]
+                             for g in self._gpus}
+        self._faults = [(f, self._gpus[f.gpu % count]) for f in faults]
+        # (time, fault number, GPU, event type, event data): eventData is the XID, 0 for other types.
+        self._events = [(f.at, n, g, nvmlEventTypeXidCriticalError, f.code or 0)
+                        for n, (f, g) in enumerate(self._faults) if f.kind == "xid"]
+        self._events += [(f.at, n, g, nvmlEventTypeDoubleBitEccError, 0)
+                         for n, (f, g) in enumerate(self._faults) if f.kind == "xid" and f.code == 48]
+        self._events.sort(key=lambda e: (e[0], e[1]))
+        self._refs = 0
+        self._cond = threading.Condition()
+        self._boot_s = 3600 + unit_hash(node_key, 0) * 86400 * 20
+
+    # ---- for tests, the demo and benchmarks ---------------------------------------------------
+    def now_t(self) -> float:
+        """Scenario time now: seconds since ``start``, in 1/16 s steps."""
+        return math.floor((self._clock() - self.start) * 16) / 16
+
+    def speed_factor(self, index: int, t: float | None = None) -> float:
+        """How fast GPU ``index`` (scenario index) computes at scenario time ``t`` (default now),
+        relative to a healthy peer: 1.0 normally, 0.85 for the slow GPU (the ``factor`` parameter),
+        lower while thermally or power throttled, 0.0 once lost, missing or dead."""
+        g = self._gpus[index]
+        t = self.now_t() if t is None else t
+        if g.active("lost", t) or g.active("missing", t) or g.active("dead", t):
+            return 0.0
+        return float(g.state(t).factor)
+
+    def faults_due(self, until_t: float | None = None) -> list[Fault]:
+        """The scenario's faults whose time has come by ``until_t`` (default now), in time order."""
+        until_t = self.now_t() if until_t is None else until_t
+        return [f for f, _ in self._faults if f.at <= until_t]
+
+    def kernel_log_lines(self, since_t: float = 0.0, until_t: float | None = None, *,
+                         style: str = "dmesg") -> list[str]:
+        """``NVRM: Xid`` kernel messages for XIDs with since_t < time <= until_t (default now), as
+        ``dmesg`` prints them (``[ uptime] NVRM: …``) or as ``/dev/kmsg`` records (``style="kmsg"``).
+        The first XID of a GPU is preceded by the driver's ``GPU at PCI:…: GPU-uuid`` line."""
+        until_t = self.now_t() if until_t is None else until_t
+        lines, seen = [], set()
+        for seq, (f, g) in enumerate(self._faults):
+            if f.kind != "xid" or f.at > until_t:
+                continue
+            first = g.index not in seen
+            seen.add(g.index)
+            if f.at <= since_t:
+                continue
+            msgs = g.xid_messages(f, first)
+            usec = int((self._boot_s + f.at) * 1e6)
+            for n, msg in enumerate(msgs):
+                if style == "kmsg":
+                    lines.append(f"4,{100000 + 10 * seq + n},{usec},-;{msg}")
+                else:
+                    lines.append(f"[{usec // 1_000_000:5d}.{usec % 1_000_000:06d}] {msg}")
+        return lines
+
+    # ---- plumbing -----------------------------------------------------------------------------
+    def _present(self, t: float) -> list[SimulatedGpu]:
+        return [g for g in self._gpus if not g.active("missing", t)]
+
+    def _system(self) -> float:
+        if self._refs <= 0:
+            raise NVMLError_Uninitialized()
+        return self.now_t()
+
+    def _dev(self, handle: Any, mig_ok: bool = False) -> tuple[SimulatedGpu, float]:
+        """The GPU behind ``handle`` and the time, or the error NVML would give for it now."""
+        t = self._system()
+        if not isinstance(handle, _Handle) or handle.owner is not self:
+            raise NVMLError_InvalidArgument()
+        if handle.mig is not None and not mig_ok:
+            raise NVMLError_NotSupported()
+        g = handle.gpu
+        if g.active("lost", t) or g.active("missing", t):
+            raise NVMLError_GpuIsLost()
+        if g.active("nvml_timeout", t):
+            raise NVMLError_Timeout()
+        return g, t
+
+    def _state(self, handle: Any) -> Any:
+        g, t = self._dev(handle)
+        return g.state(t)
+
+    @staticmethod
+    def _need(supported: bool) -> None:
+        if not supported:
+            raise NVMLError_NotSupported()
+
+    # ---- system -------------------------------------------------------------------------------
+    def nvmlInit(self) -> None:
+        self._refs += 1
+
+    def nvmlShutdown(self) -> None:
+        self._system()
+        self._refs -= 1
+        with self._cond:
+            self._cond.notify_all()
+
+    def nvmlExceptionClass(self, nvmlErrorCode: int) -> type[NVMLError]:
+        if nvmlErrorCode not in NVMLError._valClassMapping:
+            raise ValueError(f"nvmlErrorCode {nvmlErrorCode} is not valid")
+        return NVMLError._valClassMapping[nvmlErrorCode]
+
+    def nvmlSystemGetDriverVersion(self) -> str:
+        self._system()
+        return self.scenario.driver_version
+
+    def nvmlSystemGetCudaDriverVersion(self) -> int:
+        self._system()
+        return self.scenario.cuda_version
+
+    def nvmlDeviceGetCount(self) -> int:
+        return len(self._present(self._system()))
+
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> _Handle:
+        present = self._present(self._system())
+        if not 0 <= index < len(present):
+            raise NVMLError_InvalidArgument()
+        handle = self._handles[present[index].index]
+        self._dev(handle)
+        return handle
+
+    def nvmlDeviceGetHandleByUUID(self, uuid: str | bytes) -> _Handle:
+        uuid = uuid.decode() if isinstance(uuid, bytes) else uuid
+        for g in self._present(self._system()):
+            if g.uuid == uuid:
+                return self._handles[g.index]
+        raise NVMLError_NotFound()
+
+    # ---- identity -----------------------------------------------------------------------------
+    def nvmlDeviceGetIndex(self, handle: Any) -> int:
+        """Host-side, as in NVML: answers for a GPU that fell off the bus or times out, not a vanished one."""
+        t = self._system()
+        if not isinstance(handle, _Handle) or handle.owner is not self or handle.mig is not None:
+            raise NVMLError_InvalidArgument()
+        present = self._present(t)
+        if handle.gpu not in present:
+            raise NVMLError_GpuIsLost()
+        return present.index(handle.gpu)
+
+    def nvmlDeviceGetUUID(self, handle: Any) -> str:
+        g, _ = self._dev(handle, mig_ok=True)
+        return g.uuid if handle.mig is None else f"MIG-{g.uuid[4:-4]}{handle.mig:04x}"
+
+    def nvmlDeviceGetName(self, handle: Any) -> str:
+        self._dev(handle, mig_ok=True)
+        return self.model.name + ("" if handle.mig is None else f" MIG {self.scenario.mig[handle.mig]}")
+
+    def nvmlDeviceGetSerial(self, handle: Any) -> str:
+        g, _ = self._dev(handle)
+        self._need(self.model.serial)
+        return g.serial
+
+    def nvmlDeviceGetPciInfo(self, handle: Any) -> SimpleNamespace:
+        """As in pynvml's struct, ``busId`` and ``busIdLegacy`` are bytes (b"00000000:18:00.0")."""
+        g, _ = self._dev(handle)
+        bus_id = f"00000000:{g.bus:02X}:00.0"
+        return SimpleNamespace(busId=bus_id.encode(), busIdLegacy=bus_id[4:].encode(), domain=0, bus=g.bus,
+                               device=0, pciDeviceId=self.model.pci_device_id, pciSubSystemId=0x16C110DE)
+
+    nvmlDeviceGetPciInfo_v3 = nvmlDeviceGetPciInfo
+
+    # ---- load ---------------------------------------------------------------------------------
+    def nvmlDeviceGetMemoryInfo(self, handle: Any, version: int | None = None) -> SimpleNamespace:
+        g, t = self._dev(handle, mig_ok=True)
+        s = g.state(t)
+        if handle.mig is not None:
+            total = self.model.mig_profiles[self.scenario.mig[handle.mig]][1] * _MIB
+            used = 13 * _MIB + sum(p[1] for p in s.procs if p[2] == handle.mig)
+        else:
+            total, used = self.model.memory_mib * _MIB, s.used
+        return SimpleNamespace(total=total, free=total - used, used=used)
+
+    def nvmlDeviceGetUtilizationRates(self, handle: Any) -> SimpleNamespace:
+        s = self._state(handle)
+        self._need(not self.scenario.mig)  # NVML reports no utilization while MIG is on
+        return SimpleNamespace(gpu=round(100 * s.util), memory=round(100 * s.mem_util))
+
+    def nvmlDeviceGetComputeRunningProcesses(self, handle: Any) -> list[SimpleNamespace]:
+        g, t = self._dev(handle, mig_ok=True)
+        none = NVML_GPU_INSTANCE_ID_ANY
+        return [SimpleNamespace(pid=pid, usedGpuMemory=mem, gpuInstanceId=none if gi is None else gi + 1,
+                                computeInstanceId=none if gi is None else 0)
+                for pid, mem, gi in g.state(t).procs if handle.mig in (None, gi)]
+
+    nvmlDeviceGetComputeRunningProcesses_v3 = nvmlDeviceGetComputeRunningProcesses
+
+    def nvmlDeviceGetTemperature(self, handle: Any, sensor: int) -> int:
+        s = self._state(handle)
+        if sensor != NVML_TEMPERATURE_GPU:
+            raise NVMLError_InvalidArgument()
+        return round(s.temp)
+
+    def nvmlDeviceGetFanSpeed(self, handle: Any) -> int:
+        s = self._state(handle)
+        self._need(self.model.fan)
+        return round(min(100.0, max(30.0, 30 + 1.5 * (s.temp - 35))))
+
+    def nvmlDeviceGetPowerUsage(self, handle: Any) -> int:
+        return round(self._state(handle).power * 1000)
+
+    def nvmlDeviceGetEnforcedPowerLimit(self, handle: Any) -> int:
+        return round(self._state(handle).limit * 1000)
+
+    nvmlDeviceGetPowerManagementLimit = nvmlDeviceGetEnforcedPowerLimit
+
+    def nvmlDeviceGetPowerManagementDefaultLimit(self, handle: Any) -> int:
+        self._dev(handle)
+        return round(self.model.power_limit_w * 1000)
+
+    def nvmlDeviceGetTotalEnergyConsumption(self, handle: Any) -> int:
+        g, t = self._dev(handle)
+        return g.energy_mj(t)
+
+    def nvmlDeviceGetClockInfo(self, handle: Any, type: int) -> int:
+        s = self._state(handle)
+        if type == NVML_CLOCK_MEM:
+            return int(s.mem_clock)
+        if type not in (NVML_CLOCK_GRAPHICS, NVML_CLOCK_SM, NVML_CLOCK_VIDEO):
+            raise NVMLError_InvalidArgument()
+        return int(s.sm * (0.87 if type == NVML_CLOCK_VIDEO else 1.0) // 15 * 15)
+
+    def nvmlDeviceGetMaxClockInfo(self, handle: Any, type: int) -> int:
+        self._dev(handle)
+        m = self.model
+        if type == NVML_CLOCK_MEM:
+            return m.mem_clock_max
+        if type not in (NVML_CLOCK_GRAPHICS, NVML_CLOCK_SM, NVML_CLOCK_VIDEO):
+            raise NVMLError_InvalidArgument()
+        return int(m.sm_clock_max * (0.87 if type == NVML_CLOCK_VIDEO else 1.0) // 15 * 15)
+
+    def nvmlDeviceGetCurrentClocksEventReasons(self, handle: Any) -> int:
+        return int(self._state(handle).reasons)
+
+    nvmlDeviceGetCurrentClocksThrottleReasons = nvmlDeviceGetCurrentClocksEventReasons
+
+    def nvmlDeviceGetPerformanceState(self, handle: Any) -> int:
+        return NVML_PSTATE_0 if self._state(handle).busy else NVML_PSTATE_8
+
+    # ---- PCIe and NVLink ----------------------------------------------------------------------
+    def nvmlDeviceGetPcieThroughput(self, device: Any, counter: int) -> int:
+        g, t = self._dev(device)
+        if counter not in (NVML_PCIE_UTIL_TX_BYTES, NVML_PCIE_UTIL_RX_BYTES):
+            raise NVMLError_InvalidArgument()
+        return g.pcie_kbs(t, rx=counter == NVML_PCIE_UTIL_RX_BYTES)
+
+    def nvmlDeviceGetPcieReplayCounter(self, handle: Any) -> int:
+        g, t = self._dev(handle)
+        return g.pcie_replays(t)
+
+    def nvmlDeviceGetCurrPcieLinkGeneration(self, handle: Any) -> int:
+        idle = self.model.pcie_idle_downshift and not self._state(handle).busy
+        return 1 if idle else self.model.pcie_gen
+
+    def nvmlDeviceGetMaxPcieLinkGeneration(self, handle: Any) -> int:
+        self._dev(handle)
+        return self.model.pcie_gen
+
+    def nvmlDeviceGetCurrPcieLinkWidth(self, handle: Any) -> int:
+        self._dev(handle)
+        return self.model.pcie_width
+
+    nvmlDeviceGetMaxPcieLinkWidth = nvmlDeviceGetCurrPcieLinkWidth
+
+    def _link(self, device: Any, link: int) -> tuple[SimulatedGpu, float]:
+        g, t = self._dev(device)
+        self._need(self.model.nvlinks > 0)
+        if not 0 <= link < self.model.nvlinks:
+            raise NVMLError_InvalidArgument()
+        return g, t
+
+    def nvmlDeviceGetNvLinkState(self, device: Any, link: int) -> int:
+        self._link(device, link)
+        return NVML_FEATURE_ENABLED
+
+    def nvmlDeviceGetNvLinkErrorCounter(self, device: Any, link: int, counter: int) -> int:
+        g, t = self._link(device, link)
+        if not 0 <= counter <= NVML_NVLINK_ERROR_DL_ECC_DATA:
+            raise NVMLError_InvalidArgument()
+        return g.nvlink_errors(t, link, counter)
+
+    def nvmlDeviceGetFieldValues(self, handle: Any, fieldIds: Sequence[Any]) -> list[SimpleNamespace]:
+        """Supports memory temperature, NVLink link count, NVLink error totals and NVLink throughput.
+        Throughput is cumulative KiB of the link in ``scopeId``, as in nvml.h: pass
+        ``(fieldId, 0xFFFFFFFF)`` for the sum over all links; a bare field id means link 0."""
+        g, t = self._dev(handle)
+        m, out = self.model, []
+        for f in fieldIds:
+            try:
+                fid, scope = f
+            except TypeError:
+                fid, scope = f, 0
+            ret, vtype, v = NVML_SUCCESS, NVML_VALUE_TYPE_UNSIGNED_LONG_LONG, 0
+            if fid == NVML_FI_DEV_MEMORY_TEMP and m.memory_temp:
+                vtype, v = NVML_VALUE_TYPE_UNSIGNED_INT, round(g.state(t).temp + g.mem_temp_offset)
+            elif fid == NVML_FI_DEV_NVLINK_LINK_COUNT and m.nvlinks:
+                vtype, v = NVML_VALUE_TYPE_UNSIGNED_INT, m.nvlinks
+            elif fid in _NVLINK_ERROR_FIELDS and m.nvlinks:
+                v = sum(g.nvlink_errors(t, link, _NVLINK_ERROR_FIELDS[fid]) for link in range(m.nvlinks))
+            elif fid in (NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_TX, NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_RX) \
+                    and m.nvlinks:
+                links = m.nvlinks if scope == 0xFFFFFFFF else 1 if 0 <= scope < m.nvlinks else 0
+                ret = NVML_SUCCESS if links else NVML_ERROR_INVALID_ARGUMENT
+                v = links * g.nvlink_kib(t, rx=fid == NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_RX)
+            else:
+                ret, vtype = NVML_ERROR_NOT_SUPPORTED, NVML_VALUE_TYPE_DOUBLE
+            value = SimpleNamespace(dVal=float(v), uiVal=v & 0xFFFFFFFF, ulVal=v & _M64, ullVal=v & _M64,
+                                    sllVal=v, siVal=v & 0x7FFFFFFF, usVal=v & 0xFFFF)
+            out.append(SimpleNamespace(fieldId=fid, scopeId=scope, timestamp=int((self.start + t) * 1e6),
+                                       latencyUsec=0, valueType=vtype, nvmlReturn=ret, value=value))
+        return out
+
+    # ---- memory errors ------------------------------------------------------------------------
+    def nvmlDeviceGetEccMode(self, handle: Any) -> list[int]:
+        self._dev(handle)
+        self._need(self.model.ecc)
+        return [NVML_FEATURE_ENABLED, NVML_FEATURE_ENABLED]
+
+    def nvmlDeviceGetTotalEccErrors(self, handle: Any, errorType: int, counterType: int) -> int:
+        g, t = self._dev(handle)
+        self._need(self.model.ecc)
+        if errorType not in (0, 1) or counterType not in (0, 1):
+            raise NVMLError_InvalidArgument()
+        return g.ecc(t, uncorrected=errorType == NVML_MEMORY_ERROR_TYPE_UNCORRECTED,
+                     aggregate=counterType == NVML_AGGREGATE_ECC)
+
+    def nvmlDeviceGetRetiredPages(self, device: Any, sourceFilter: int) -> list[int]:
+        """Pre-Ampere GPUs only (V100); later ones remap rows instead and raise NotSupported here."""
+        g, t = self._dev(device)
+        self._need(self.model.ecc and not self.model.row_remapping)
+        if sourceFilter == NVML_PAGE_RETIREMENT_CAUSE_DOUBLE_BIT_ECC_ERROR:
+            n = g.ecc(t, uncorrected=True, aggregate=True)
+        elif sourceFilter == NVML_PAGE_RETIREMENT_CAUSE_MULTIPLE_SINGLE_BIT_ECC_ERRORS:
+            n = g.ecc(t, uncorrected=False, aggregate=True) // 100
+        else:
+            raise NVMLError_InvalidArgument()
+        return [(mix64(g.key ^ (sourceFilter << 8) ^ i) % 0x7FFFFF) << 12 for i in range(n)]
+
+    def nvmlDeviceGetRemappedRows(self, device: Any) -> tuple[int, int, int, int]:
+        """(correctable, uncorrectable, pending, failure): an uncorrectable error leaves a remap pending."""
+        g, t = self._dev(device)
+        self._need(self.model.ecc and self.model.row_remapping)
+        unc = g.ecc(t, uncorrected=True, aggregate=True)
+        return (g.ecc(t, uncorrected=False, aggregate=True) // 100, unc, 1 if unc else 0, 0)
+
+    # ---- MIG ----------------------------------------------------------------------------------
+    def nvmlDeviceGetMigMode(self, device: Any) -> list[int]:
+        self._dev(device)
+        self._need(bool(self.model.mig_profiles))
+        mode = NVML_DEVICE_MIG_ENABLE if self.scenario.mig else NVML_DEVICE_MIG_DISABLE
+        return [mode, mode]
+
+    def nvmlDeviceGetMaxMigDeviceCount(self, device: Any) -> int:
+        self._dev(device)
+        self._need(bool(self.model.mig_profiles))
+        return 7
+
+    def nvmlDeviceGetMigDeviceHandleByIndex(self, device: Any, index: int) -> _Handle:
+        g, _ = self._dev(device)
+        self._need(bool(self.model.mig_profiles))
+        if not 0 <= index < 7:
+            raise NVMLError_InvalidArgument()
+        if index >= len(self.scenario.mig):
+            raise NVMLError_NotFound()
+        return self._mig_handles[g.index][index]
+
+    def nvmlDeviceIsMigDeviceHandle(self, device: Any) -> int:
+        self._dev(device, mig_ok=True)
+        return int(device.mig is not None)
+
+    def nvmlDeviceGetDeviceHandleFromMigDeviceHandle(self, migDevice: Any) -> _Handle:
+        g, _ = self._dev(migDevice, mig_ok=True)
+        if migDevice.mig is None:
+            raise NVMLError_InvalidArgument()
+        return self._handles[g.index]
+
+    def nvmlDeviceGetGpuInstanceId(self, device: Any) -> int:
+        self._dev(device, mig_ok=True)
+        if device.mig is None:
+            raise NVMLError_InvalidArgument()
+        return int(device.mig) + 1
+
+    def nvmlDeviceGetComputeInstanceId(self, device: Any) -> int:
+        self.nvmlDeviceGetGpuInstanceId(device)
+        return 0
+
+    # ---- events -------------------------------------------------------------------------------
+    def nvmlEventSetCreate(self) -> SimpleNamespace:
+        self._system()
+        return SimpleNamespace(registered={}, delivered=set(), freed=False)
+
+    def nvmlDeviceGetSupportedEventTypes(self, handle: Any) -> int:
+        self._dev(handle)
+        ecc = nvmlEventTypeSingleBitEccError | nvmlEventTypeDoubleBitEccError if self.model.ecc else 0
+        return ecc | nvmlEventTypePState | nvmlEventTypeXidCriticalError | nvmlEventTypeClock
+
+    def nvmlDeviceRegisterEvents(self, handle: Any, eventTypes: int, eventSet: Any) -> None:
+        """Registering for types the GPU does not support raises NotSupported, as in NVML."""
+        g, _ = self._dev(handle)
+        if eventTypes & ~self.nvmlDeviceGetSupportedEventTypes(handle):
+            raise NVMLError_NotSupported()
+        if eventSet.freed:
+            raise NVMLError_InvalidArgument()
+        with self._cond:
+            eventSet.registered[g.index] = eventSet.registered.get(g.index, 0) | eventTypes
+
+    def nvmlEventSetWait_v2(self, eventSet: Any, timeoutms: int) -> SimpleNamespace:
+        """The next due event of a registered GPU (each once per set, whenever it was registered);
+        NVMLError_Timeout after ``timeoutms`` of real time when none is due. XID 48 also raises a
+        DoubleBitEccError event for sets registered for it."""
+        deadline = time.monotonic() + max(timeoutms, 0) / 1000
+        with self._cond:
+            while True:
+                t = self._system()
+                if eventSet.freed:
+                    raise NVMLError_InvalidArgument()
+                for at, n, g, etype, data in self._events:
+                    if at > t:
+                        break
+                    if (n, etype) not in eventSet.delivered and eventSet.registered.get(g.index, 0) & etype:
+                        eventSet.delivered.add((n, etype))
+                        return SimpleNamespace(device=self._handles[g.index], eventType=etype, eventData=data,
+                                               gpuInstanceId=NVML_GPU_INSTANCE_ID_ANY,
+                                               computeInstanceId=NVML_COMPUTE_INSTANCE_ID_ANY)
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise NVMLError_Timeout()
+                self._cond.wait(min(remaining, 0.02))  # the injected clock can move without telling us
+
+    nvmlEventSetWait = nvmlEventSetWait_v2
+
+    def nvmlEventSetFree(self, eventSet: Any) -> None:
+        with self._cond:
+            eventSet.freed = True
+            self._cond.notify_all()
+
+
+# The module's constants and exception classes are also attributes of FakeNVML, as on pynvml.
+for _name, _value in list(globals().items()):
+    if _name.startswith(("NVML_", "NVMLError", "nvmlEventType", "nvmlClocks")):
+        setattr(FakeNVML, _name, _value)
