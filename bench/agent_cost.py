@@ -1,13 +1,15 @@
 """Agent CPU per collection cycle, side by side with prometheus-node-exporter on the same host.
 
 node_exporter serves the host collectors gpufleet also has (cpu, meminfo, loadavg, netdev,
-diskstats, filesystem); it is scraped N times and its process CPU (utime + stime from
-/proc/PID/stat) is divided by N. The gpufleet agent runs in its own process with the fake NVML
-(8 GPUs), host, network and storage collectors and ``/metrics`` on a free port; the benchmark
-drives N cycles of one collection (``Agent.collect()``, what runs every interval) plus one
-``/metrics`` scrape and divides the agent process's CPU the same way. Also measured: the same
-cycle with NVML answered from a recorded table (what the fake NVML itself costs, which real NVML,
-a C library, would not), the spool + SQLite store write per cycle, idle CPU, and resident memory.
+diskstats, filesystem); it is scraped N times and its process CPU time (all threads, user +
+system) is divided by N. The gpufleet agent runs in its own process with the fake NVML (8 GPUs),
+host, network and storage collectors and ``/metrics`` on a free port; the benchmark drives N
+cycles of one collection (``Agent.collect()``, what runs every interval) plus one ``/metrics``
+scrape and divides the agent process's CPU time the same way. The kinds of work are measured in
+rounds that alternate between the processes, so drift on a shared machine hits all alike. Also
+measured: the same cycle with NVML answered from a recorded table (what the fake NVML itself
+costs, which real NVML, a C library, would not), the spool + SQLite store write per cycle, idle
+CPU, and resident memory.
 
 ``--write`` replaces the ``agent_cost`` section of docs/PERFORMANCE.md; ``--profile`` prints the
 top functions of the agent cycle by cumulative time (cProfile).
@@ -252,7 +254,7 @@ class RecordedNVML:
             ok, value = table[key]
             if ok:
                 return value
-            raise value
+            raise value.with_traceback(None)  # a fresh traceback each time, not an ever longer one
 
         call.__name__ = name
         self.__dict__[name] = call
@@ -566,7 +568,8 @@ def main(argv: list[str] | None = None) -> int:
         write_section("agent_cost", [
             "### Agent: CPU per collection cycle, side by side with node_exporter",
             "",
-            *header([(ne_name, ""), ("prometheus_client", package_version("prometheus-client")),
+            *header([("node_exporter", ne.get("version", "not run")),
+                     ("prometheus_client", package_version("prometheus-client")),
                      ("psutil", package_version("psutil"))]),
             f"- {per_round * rounds} cycles or scrapes of each kind, in {rounds} rounds that take the kinds "
             f"in turn (rotating), after {args.warmup} warm-up ones; each exporter runs in its own process, "

@@ -125,15 +125,17 @@ def gpu_infos(node: str, gpus: int) -> list[GpuInfo]:
 
 @dataclass
 class Shape:
-    """One transaction: ``batches`` agent batches from as many nodes, each ``timestamps`` × GPUs."""
+    """One transaction: ``batches`` agent batches, one per node, each ``timestamps`` × GPUs. The
+    nodes are taken in turn from ``nodes``, so successive transactions spread over the fleet."""
 
     name: str
     label: str
     batches: int
     timestamps: int
     gpus: int
+    nodes: list[str]
     next_ts: float = T0
-    nodes: list[str] = field(default_factory=list)
+    next_node: int = 0
 
     @property
     def rows(self) -> int:
@@ -149,7 +151,9 @@ def make_work(shape: Shape, rng: random.Random) -> tuple[list[Batch], list[RawRo
     batches, raw = [], []
     start = shape.next_ts
     shape.next_ts += shape.timestamps * INTERVAL
-    for node in shape.nodes:
+    picked = [shape.nodes[(shape.next_node + i) % len(shape.nodes)] for i in range(shape.batches)]
+    shape.next_node = (shape.next_node + shape.batches) % len(shape.nodes)
+    for node in picked:
         records = []
         for t in range(shape.timestamps):
             ts = start + t * INTERVAL
@@ -239,9 +243,21 @@ def postgres_store(admin_url: str) -> Store:
     urls = [admin.set(drivername="postgresql+psycopg", database=n).render_as_string(hide_password=False)
             for n in names]
     path_engine, raw_engine = make_engine(urls[0]), make_engine(urls[1])
-    upgrade(path_engine)
-    upgrade(raw_engine)
-    raw = psycopg.connect(admin.set(database=names[1]).render_as_string(hide_password=False))
+
+    def drop() -> None:
+        path_engine.dispose()
+        raw_engine.dispose()
+        with psycopg.connect(conninfo, autocommit=True, connect_timeout=3) as conn:
+            for n in names:
+                conn.execute(f'DROP DATABASE IF EXISTS "{n}" WITH (FORCE)')
+
+    try:
+        upgrade(path_engine)
+        upgrade(raw_engine)
+        raw = psycopg.connect(admin.set(database=names[1]).render_as_string(hide_password=False))
+    except Exception:
+        drop()
+        raise
 
     def insert(rows: list[tuple[Any, ...]]) -> None:
         with raw.cursor() as cur, cur.copy(COPY_SQL) as copy:
@@ -251,16 +267,13 @@ def postgres_store(admin_url: str) -> Store:
 
     def close() -> None:
         raw.close()
-        path_engine.dispose()
-        raw_engine.dispose()
-        with psycopg.connect(conninfo, autocommit=True, connect_timeout=3) as conn:
-            for n in names:
-                conn.execute(f'DROP DATABASE IF EXISTS "{n}" WITH (FORCE)')
+        drop()
 
     with psycopg.connect(conninfo, connect_timeout=3) as conn:
         version = conn.info.server_version
     return Store("PostgreSQL", path_engine, raw_engine, insert, close,
-                 note=f"server {version // 10000}.{version % 10000}, localhost TCP, default settings")
+                 note=f"server {version // 10000}.{version % 10000} on the same machine (it shares the CPUs), "
+                      "localhost TCP, default settings")
 
 
 def prepare(store: Store, shapes: list[Shape]) -> None:
@@ -268,8 +281,8 @@ def prepare(store: Store, shapes: list[Shape]) -> None:
     so the timed runs see a steady-state agent: ids cached, inventory already known."""
     from sqlalchemy import text
 
-    for engine in (store.raw_engine, store.path_engine):
-        first = Writer(engine)
+    store.writer = TimedWriter(store.path_engine)
+    for first in (Writer(store.raw_engine), store.writer):
         for shape in shapes:
             for node in shape.nodes:
                 first.write(Batch(batch_id=uuid.uuid4().hex, node=node_info(node, shape.gpus),
@@ -281,7 +294,6 @@ def prepare(store: Store, shapes: list[Shape]) -> None:
         for node in shape.nodes:
             for g in range(shape.gpus):
                 store.ids[(node, g)] = by_uuid[gpu_uuid(node, g)]
-    store.writer = TimedWriter(store.path_engine)
 
 
 @dataclass
@@ -358,6 +370,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--flush-batches", type=int, default=64,
                     help="agent batches (nodes × 1 timestamp) in the small transaction; default 64, "
                          "the agent's StoreWriter max_batches")
+    ap.add_argument("--bulk-nodes", type=int, default=8,
+                    help="nodes the large transactions take in turn (default 8)")
     ap.add_argument("--reps", type=int, default=9, help="timed repetitions of each, after one warm-up")
     ap.add_argument("--stores", default="sqlite,postgresql", help="comma-separated: sqlite, postgresql")
     ap.add_argument("--pg-url", default=os.environ.get("GPUFLEET_TEST_PG_URL",
@@ -378,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
     for kind in [s.strip() for s in args.stores.split(",") if s.strip()]:
         shapes = [
             Shape("bulk", f"1 node × {args.gpus} GPUs × {args.timestamps} timestamps",
-                  1, args.timestamps, args.gpus, nodes=["bench-bulk-0"]),
+                  1, args.timestamps, args.gpus, nodes=[f"bench-bulk-{i}" for i in range(args.bulk_nodes)]),
             Shape("flush", f"{args.flush_batches} batches (nodes) × {args.gpus} GPUs × 1 timestamp",
                   args.flush_batches, 1, args.gpus,
                   nodes=[f"bench-flush-{i}" for i in range(args.flush_batches)]),
@@ -412,7 +426,10 @@ def main(argv: list[str] | None = None) -> int:
                                 f"({'meets' if ok_ratio else 'misses'} ≥ {TARGET_RATIO:.0%})"
                                 + (f"; {fmt_int(path_rate)} samples/s "
                                    f"({'meets' if path_rate >= TARGET_SQLITE_RATE else 'misses'} "
-                                   f"≥ {fmt_int(TARGET_SQLITE_RATE)})" if kind == "sqlite" else ""))
+                                   f"≥ {fmt_int(TARGET_SQLITE_RATE)}"
+                                   + (f"; the raw driver itself reaches {fmt_int(raw_rate)} here"
+                                      if raw_rate < TARGET_SQLITE_RATE else "") + ")"
+                                   if kind == "sqlite" else ""))
                 print(f"{label:10} {shape.name:5} rows/txn={shape.rows:6d} path={path_rate:10,.0f}/s "
                       f"raw={raw_rate:10,.0f}/s ratio={ratio:.2f} split: rows={rows_ms:.1f}ms "
                       f"driver={drv_ms:.1f}ms other={other_ms:.1f}ms", file=sys.stderr)
@@ -433,6 +450,9 @@ def main(argv: list[str] | None = None) -> int:
             *header([("SQLite", sqlite3.sqlite_version), ("SQLAlchemy", package_version("sqlalchemy")),
                      ("psycopg", package_version("psycopg"))]),
             *[f"- {n}" for n in notes],
+            f"- rows: `gpu_samples` as an H100 SXM reports them ({len(COLUMNS)} columns; NULL only where the "
+            f"board has no reading: fan, retired pages, error); the large transactions take {args.bulk_nodes} "
+            f"nodes of {args.gpus} GPUs in turn, the small one is {args.flush_batches} nodes' one-cycle batches",
             f"- {args.reps} timed repetitions after one warm-up, write path and raw driver alternating; "
             "medians shown",
             "",

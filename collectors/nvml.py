@@ -48,6 +48,16 @@ ALL_LINKS = 0xFFFFFFFF  # scope id: the sum over every link
 _FIELDS = (FI_MEMORY_TEMP, FI_NVLINK_LINK_COUNT, FI_NVLINK_TX_KIB, FI_NVLINK_RX_KIB, *FI_NVLINK_ERRORS)
 _FIELD_REQUEST = [(f, ALL_LINKS) if f in (FI_NVLINK_TX_KIB, FI_NVLINK_RX_KIB) else f for f in _FIELDS]
 
+# An NVML call that fails for being unsupported leaves these columns NULL.
+_CALL_COLUMNS = {
+    "utilization_gpu_ratio": ("utilization_gpu_ratio", "utilization_memory_ratio"),
+    "memory_used_bytes": ("memory_used_bytes", "memory_free_bytes", "memory_total_bytes"),
+    "remapped_rows": ("remapped_rows_correctable", "remapped_rows_uncorrectable", "remapped_rows_pending",
+                      "remapped_rows_failure"),
+    "field_values": ("temperature_memory_celsius", "nvlink_links_active", "nvlink_tx_bytes_total",
+                     "nvlink_rx_bytes_total", "nvlink_errors_total"),
+}
+
 # NVML errors that mean "this field is not available here", not "this GPU is in trouble".
 _FIELD_ERRORS = ("NVMLError_NotSupported", "NVMLError_NoPermission", "NVMLError_InvalidArgument",
                  "NVMLError_FunctionNotFound", "NVMLError_NotFound", "NVMLError_NoData")
@@ -222,7 +232,7 @@ class NvmlCollector:
             return fn(*args)
         except self.nvml.NVMLError as exc:
             if self._field_errors and isinstance(exc, self._field_errors):
-                self._unsupported.setdefault(index, set()).add(name)
+                self._unsupported.setdefault(index, set()).update(_CALL_COLUMNS.get(name, (name,)))
                 return None
             if isinstance(exc, self.nvml.NVMLError_GpuIsLost):
                 raise _GpuLost(str(exc) or "GPU is lost") from exc
