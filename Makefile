@@ -25,8 +25,8 @@ test: $(STAMP)
 	$(VENV)/bin/pytest -q -ra
 
 bench: $(STAMP)
-	$(PY) bench/agent_cost.py
-	$(PY) bench/ingest.py
+	$(PY) bench/agent_cost.py --write
+	$(PY) bench/ingest.py --write
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

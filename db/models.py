@@ -357,3 +357,53 @@ SAMPLE_TABLES: dict[str, Table] = {
 }
 EVENTS: Table = Base.metadata.tables["events"]
 HEARTBEATS: Table = Base.metadata.tables["heartbeats"]
+
+
+class _GpuRollup:
+    """Per-GPU aggregates over a time bucket; ``ts`` is the bucket start. Ratios of samples count
+    only samples where the GPU answered (``status = 'ok'``)."""
+
+    gpu_id: Mapped[int] = mapped_column(IdType, primary_key=True)
+    ts: Mapped[float] = mapped_column(Float, primary_key=True)
+    node_id: Mapped[int] = mapped_column(IdType)
+    samples: Mapped[int] = mapped_column(Integer)
+    ok_samples: Mapped[int] = mapped_column(Integer)
+    utilization_avg: Mapped[float | None] = mapped_column(Float)
+    utilization_max: Mapped[float | None] = mapped_column(Float)
+    utilization_min: Mapped[float | None] = mapped_column(Float)
+    memory_used_avg_bytes: Mapped[float | None] = mapped_column(Float)
+    memory_used_max_bytes: Mapped[float | None] = mapped_column(Float)
+    temperature_avg_celsius: Mapped[float | None] = mapped_column(Float)
+    temperature_max_celsius: Mapped[float | None] = mapped_column(Float)
+    memory_temperature_max_celsius: Mapped[float | None] = mapped_column(Float)
+    power_avg_watts: Mapped[float | None] = mapped_column(Float)
+    power_max_watts: Mapped[float | None] = mapped_column(Float)
+    power_limit_watts: Mapped[float | None] = mapped_column(Float)
+    sm_clock_avg_hz: Mapped[float | None] = mapped_column(Float)
+    throttled_ratio: Mapped[float | None] = mapped_column(Float)  # any power or thermal reason
+    thermal_ratio: Mapped[float | None] = mapped_column(Float)
+    power_capped_ratio: Mapped[float | None] = mapped_column(Float)
+    idle_allocated_ratio: Mapped[float | None] = mapped_column(Float)  # processes but util < 5%
+    ecc_corrected_max: Mapped[int | None] = mapped_column(BigInteger)
+    ecc_uncorrected_max: Mapped[int | None] = mapped_column(BigInteger)
+    pcie_replay_max: Mapped[int | None] = mapped_column(BigInteger)
+    nvlink_errors_max: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class GpuRollup1m(_GpuRollup, Base):
+    __tablename__ = "gpu_rollups_1m"
+    __table_args__ = (Index("ix_gpu_rollups_1m_ts", "ts"),)
+
+
+class GpuRollup1h(_GpuRollup, Base):
+    __tablename__ = "gpu_rollups_1h"
+    __table_args__ = (Index("ix_gpu_rollups_1h_ts", "ts"),)
+
+
+class RollupState(Base):
+    """How far each rollup has been computed: raw rows older than ``done_until`` are rolled up."""
+
+    __tablename__ = "rollup_state"
+
+    name: Mapped[str] = mapped_column(String(32), primary_key=True)
+    done_until: Mapped[float] = mapped_column(Float)
