@@ -90,7 +90,8 @@ def refresh(engine: Engine, *, now: float | None = None) -> dict[str, int]:
     return written
 
 
-def _refresh_one(conn: Connection, target: str, source: str, seconds: int, raw: bool, model: type,
+def _refresh_one(conn: Connection, target: str, source: str, seconds: int, raw: bool,
+                 model: type[GpuRollup1m] | type[GpuRollup1h],
                  now: float) -> int:
     state = conn.execute(select(RollupState.done_until).where(RollupState.name == target)).scalar()
     if state is None:
