@@ -177,10 +177,10 @@ class TimedWriter(Writer):
         self.rows_s = 0.0
         self.driver_s = 0.0
 
-    def _rows(self, *args: Any, **kw: Any) -> Any:
+    def _gpu_rows(self, *args: Any, **kw: Any) -> Any:
         t = time.perf_counter()
         try:
-            return super()._rows(*args, **kw)
+            return super()._gpu_rows(*args, **kw)
         finally:
             self.rows_s += time.perf_counter() - t
 
@@ -462,7 +462,7 @@ def main(argv: list[str] | None = None) -> int:
             "",
             *[f"- {v}" for v in verdicts],
             "",
-            "*rows* is building tuples from `Sample` records (`Writer._rows`), *driver* the `executemany` or "
+            "*rows* is building tuples from `Sample` records (`Writer._gpu_rows`), *driver* the `executemany` or "
             "`COPY` call (`Writer._bulk_insert`), *other* the rest of the transaction: batch-id dedupe, node "
             "and GPU bookkeeping, heartbeat, `ingested_batches`, commit. The raw driver is timed from ready "
             "tuples to commit and writes only the sample rows.",
