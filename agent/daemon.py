@@ -84,13 +84,11 @@ def build_agent(cfg: AgentConfig, *, collectors: list[Collector] | None = None,
 
 
 def serve_metrics(agent: Agent, addr: str) -> Any:
-    from prometheus_client import start_http_server
-
-    from agent.exporter import make_registry
+    from agent.exporter import MetricsServer
 
     host, port = parse_addr(addr)
     try:
-        server, _thread = start_http_server(port, addr=host, registry=make_registry(agent, agent.node["name"]))
+        server = MetricsServer(agent, host, port)
     except OSError as exc:
         raise AgentError(f"cannot serve /metrics on {addr}: {exc.strerror}") from exc
     log.info("serving /metrics on http://%s:%d/metrics", host, server.server_port)

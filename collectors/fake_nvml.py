@@ -587,8 +587,10 @@ class FakeNVML:
                 t = self._system()
                 if eventSet.freed:
                     raise NVMLError_InvalidArgument()
+                next_at = math.inf
                 for at, n, g, etype, data in self._events:
                     if at > t:
+                        next_at = at
                         break
                     if (n, etype) not in eventSet.delivered and eventSet.registered.get(g.index, 0) & etype:
                         eventSet.delivered.add((n, etype))
@@ -598,7 +600,10 @@ class FakeNVML:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise NVMLError_Timeout()
-                self._cond.wait(min(remaining, 0.02))  # the injected clock can move without telling us
+                if self._clock is time.time:  # real time: sleep until the next event is due
+                    self._cond.wait(min(remaining, max(next_at - t, 0.001)))
+                else:  # an injected clock can move without telling us
+                    self._cond.wait(min(remaining, 0.02))
 
     nvmlEventSetWait = nvmlEventSetWait_v2
 

@@ -92,6 +92,8 @@ class StorageCollector:
         self._exclude = list(exclude)
         self._partitions = partitions
         self._prev: dict[str, tuple[float, dict[str, int | None]]] = {}
+        self._partitions_for: frozenset[str] | None = None
+        self._partition_cache: set[str] = set()
         self._failing_paths: set[str] = set()
 
     def check(self) -> bool:
@@ -152,7 +154,10 @@ class StorageCollector:
 
     def _disks(self, now: float) -> list[Sample]:
         counters = self._psutil.disk_io_counters(perdisk=True) or {}
-        partitions = self._partition_names()
+        devices = frozenset(counters)
+        if self._partitions_for != devices:  # sysfs is only re-scanned when devices come or go
+            self._partition_cache, self._partitions_for = self._partition_names(), devices
+        partitions = self._partition_cache
         diskstats: dict[str, int] | None = None
         out: list[Sample] = []
         for name in sorted(counters):

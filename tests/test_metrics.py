@@ -103,3 +103,13 @@ def test_real_prometheus_scrapes_the_agent(live_agent, tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_fast_renderer_writes_exactly_what_prometheus_client_writes(live_agent) -> None:
+    from prometheus_client.exposition import generate_latest
+
+    from agent.exporter import make_registry, render_text
+
+    agent, _port = live_agent
+    registry = make_registry(agent, 'node "quoted" \\ name\nwith newline')
+    assert render_text(registry) == generate_latest(registry)
