@@ -223,6 +223,8 @@ class SimulatedGpu:
             busy = unit_hash(jk, k, 1) < p
             level = ld.level_min + (ld.level_max - ld.level_min) * unit_hash(jk, k, 2)
             amp = min(ld.cycle_amplitude, level - 0.02, 1 - level) if busy else 0.0
+            if busy and unit_hash(jk, k, 7) < ld.idle_allocated_fraction:
+                level, amp = 0.0, 0.0  # allocated, processes and memory held, no kernels
             s = (busy, level, amp, 0.35 + 0.6 * unit_hash(jk, k, 3), 0.25 + 0.5 * unit_hash(jk, k, 4),
                  1 + (unit_hash(jk, k, 5) < 0.3), 1000 + int(unit_hash(jk, k, 6) * 3_000_000))
             if len(self._slots) > 50_000:

@@ -92,7 +92,7 @@ class NvmlCollector:
     name = "nvml"
 
     def __init__(self, nvml: Any = None, *, clock: Callable[[], float] = time.time,
-                 kernel_log: KernelLog | None = None, event_wait_ms: int = 500,
+                 kernel_log: KernelLog | None = None, event_wait_ms: int = 500, event_thread: bool = True,
                  process_name: Callable[[int], str | None] | None = None) -> None:
         if nvml is None:
             import pynvml  # nvidia-ml-py
@@ -102,6 +102,10 @@ class NvmlCollector:
         self.clock = clock
         self.kernel_log = kernel_log
         self.event_wait_ms = event_wait_ms
+        # With no thread, collect() drains the event set itself: XIDs then carry the collection's
+        # time, which is what a replay on a simulated clock (the demo's history) needs.
+        self.event_thread = event_thread
+        self._event_set: Any = None
         self.process_name = process_name
         self._initialised = False
         self._inventory: dict[int, GpuInfo] = {}  # index → last GpuInfo
@@ -144,6 +148,9 @@ class NvmlCollector:
         if self._thread is not None:
             self._thread.join(timeout=self.event_wait_ms / 1000 + 2)
             self._thread = None
+        if self._event_set is not None:
+            self._free_event_set(self._event_set)
+            self._event_set = None
         if self.kernel_log is not None:
             self.kernel_log.close()
         if self._initialised:
@@ -455,6 +462,8 @@ class NvmlCollector:
                      details={"mnemonic": info.mnemonic, "resolution": info.resolution, **details})
 
     def _drain_events(self, now: float) -> list[Record]:
+        if self._event_set is not None:
+            self._poll_events()
         out: list[Record] = []
         while True:
             try:
@@ -487,6 +496,9 @@ class NvmlCollector:
             return
         if not registered:
             return
+        if not self.event_thread:
+            self._event_set = event_set
+            return
         self._stop.clear()
         self._thread = threading.Thread(target=self._event_loop, args=(event_set,), name="nvml-events",
                                         daemon=True)
@@ -497,7 +509,7 @@ class NvmlCollector:
         failures = 0
         while not self._stop.is_set():
             try:
-                data = nvml.nvmlEventSetWait_v2(event_set, self.event_wait_ms)
+                self._wait_event(event_set, self.event_wait_ms)
             except nvml.NVMLError_Timeout:
                 continue
             except nvml.NVMLError as exc:
@@ -506,18 +518,36 @@ class NvmlCollector:
                 self._stop.wait(min(30.0, 0.5 * 2 ** min(failures, 6)))
                 continue
             failures = 0
-            if not data.eventType & nvml.nvmlEventTypeXidCriticalError:
-                continue
-            try:
-                index: int | None = nvml.nvmlDeviceGetIndex(data.device)
-            except nvml.NVMLError:
-                index = None
-            ev = self._xid_event(self.clock(), index, int(data.eventData), "nvml", "", {})
-            if ev is not None:
-                self._events.put(ev)
+        self._free_event_set(event_set)
+
+    def _wait_event(self, event_set: Any, wait_ms: int) -> None:
+        """Wait up to ``wait_ms`` for one NVML event and queue it if it is an XID."""
+        nvml = self.nvml
+        data = nvml.nvmlEventSetWait_v2(event_set, wait_ms)
+        if not data.eventType & nvml.nvmlEventTypeXidCriticalError:
+            return
         try:
-            nvml.nvmlEventSetFree(event_set)
-        except nvml.NVMLError as exc:
+            index: int | None = nvml.nvmlDeviceGetIndex(data.device)
+        except nvml.NVMLError:
+            index = None
+        ev = self._xid_event(self.clock(), index, int(data.eventData), "nvml", "", {})
+        if ev is not None:
+            self._events.put(ev)
+
+    def _poll_events(self) -> None:
+        for _ in range(10_000):  # bounded: a flood of events cannot hold a collection forever
+            try:
+                self._wait_event(self._event_set, 0)
+            except self.nvml.NVMLError_Timeout:
+                return
+            except self.nvml.NVMLError as exc:
+                log.warning("NVML event poll failed: %s", exc)
+                return
+
+    def _free_event_set(self, event_set: Any) -> None:
+        try:
+            self.nvml.nvmlEventSetFree(event_set)
+        except self.nvml.NVMLError as exc:
             log.debug("nvmlEventSetFree: %s", exc)
 
 

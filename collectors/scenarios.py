@@ -73,9 +73,13 @@ class Load:
     cycle_amplitude: float = 0.1
     noise: float = 0.03
     shared_jobs: bool = True  # one job spans every GPU of the node (training); False: one per GPU
+    # Share of busy slots whose job holds the GPU (processes, memory) but computes nothing: the
+    # idle-but-allocated waste an operator wants to find.
+    idle_allocated_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         for name, lo, hi in (("busy_fraction", 0, 1), ("daily_amplitude", 0, 1), ("peak_hour_utc", 0, 24),
+                             ("idle_allocated_fraction", 0, 1),
                              ("job_slot_s", 10, 1e7), ("level_min", 0.05, 1), ("level_max", 0.05, 1),
                              ("cycle_period_s", 1, 1e7), ("cycle_amplitude", 0, 0.5), ("noise", 0, 0.3)):
             object.__setattr__(self, name, _number(name, getattr(self, name), lo, hi))

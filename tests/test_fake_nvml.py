@@ -661,3 +661,16 @@ def test_xid79_kernel_line_reads_like_the_driver() -> None:
     assert len(xid) == 1
     assert xid[0].endswith("NVRM: Xid (PCI:0000:5d:00): 79, pid='<unknown>', name=<unknown>, "
                            "GPU has fallen off the bus.")
+
+
+def test_idle_allocated_jobs_hold_memory_without_computing() -> None:
+    from collectors.scenarios import Load, Scenario
+
+    fake = FakeNVML(Scenario(model="H100", gpus=2, load=Load(busy_fraction=1.0, daily_amplitude=0.0,
+                                                             idle_allocated_fraction=1.0)), start=0.0,
+                    clock=lambda: 5000.0)
+    fake.nvmlInit()
+    h = fake.nvmlDeviceGetHandleByIndex(0)
+    assert fake.nvmlDeviceGetUtilizationRates(h).gpu < 5
+    assert fake.nvmlDeviceGetComputeRunningProcesses(h)
+    assert fake.nvmlDeviceGetMemoryInfo(h).used > 10 * 2**30

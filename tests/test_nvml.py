@@ -219,3 +219,17 @@ def test_kernel_log_xids_merge_with_nvml_events(tmp_path) -> None:
     xids = events(cycles, "xid")
     assert sorted((e.code, e.gpu_index) for e in xids) == [("31", 0), ("94", fake.scenario.faults[0].gpu)]
     assert next(e for e in xids if e.code == "31").source == "kmsg"
+
+
+def test_without_the_event_thread_xids_carry_the_collection_time() -> None:
+    """The demo replays days of history on a simulated clock: XIDs must land at their own time."""
+    now = [START]
+    fake = FakeNVML(load_scenario("xid94"), clock=lambda: now[0], start=START, node_name="t")
+    c = NvmlCollector(fake, clock=lambda: now[0], event_thread=False)
+    assert c.check()
+    seen = []
+    for _ in range(10):
+        now[0] += 3600.0  # an hour per step: a background thread would stamp the wrong hour
+        seen += [e for e in c.collect() if isinstance(e, Event) and e.kind == "xid"]
+    c.close()
+    assert [(e.code, e.ts) for e in seen] == [("94", START + 3600.0)]
