@@ -559,8 +559,9 @@ class FakeNVML:
 
     # ---- events -------------------------------------------------------------------------------
     def nvmlEventSetCreate(self) -> SimpleNamespace:
-        self._system()
-        return SimpleNamespace(registered={}, delivered=set(), freed=False)
+        # As with NVML, a set sees only events that happen after it was created: an agent that
+        # restarts is not told about yesterday's XIDs again.
+        return SimpleNamespace(registered={}, delivered=set(), freed=False, since=self._system())
 
     def nvmlDeviceGetSupportedEventTypes(self, handle: Any) -> int:
         self._dev(handle)
@@ -578,7 +579,8 @@ class FakeNVML:
             eventSet.registered[g.index] = eventSet.registered.get(g.index, 0) | eventTypes
 
     def nvmlEventSetWait_v2(self, eventSet: Any, timeoutms: int) -> SimpleNamespace:
-        """The next due event of a registered GPU (each once per set, whenever it was registered);
+        """The next due event of a registered GPU (each once per set, if it happened after the set
+        was created);
         NVMLError_Timeout after ``timeoutms`` of real time when none is due. XID 48 also raises a
         DoubleBitEccError event for sets registered for it."""
         deadline = time.monotonic() + max(timeoutms, 0) / 1000
@@ -592,6 +594,8 @@ class FakeNVML:
                     if at > t:
                         next_at = at
                         break
+                    if at < eventSet.since:
+                        continue
                     if (n, etype) not in eventSet.delivered and eventSet.registered.get(g.index, 0) & etype:
                         eventSet.delivered.add((n, etype))
                         return SimpleNamespace(device=self._handles[g.index], eventType=etype, eventData=data,

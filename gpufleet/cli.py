@@ -35,6 +35,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--duration", type=float, default=None, metavar="S", help="stop after S seconds")
     demo.add_argument("--interval", type=float, default=2.0, metavar="S", help="live collection interval")
 
+    dash = sub.add_parser("dashboard", help="serve the web dashboard over a store")
+    _add_db(dash)
+    dash.add_argument("--port", type=int, default=8501)
+    dash.add_argument("--address", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+
     agent = sub.add_parser("agent", help="the node agent")
     agent_sub = agent.add_subparsers(dest="agent_command", required=True, metavar="ACTION")
     run = agent_sub.add_parser("run", help="collect telemetry into the store and serve /metrics")
@@ -105,6 +110,17 @@ def _dispatch(args: argparse.Namespace) -> int:
         from gpufleet import dbcli
 
         return dbcli.run(args)
+    if args.command == "dashboard":
+        import os
+        import subprocess
+
+        from dashboard.server import command
+        from db.engine import parse_url, resolve_url
+
+        url = resolve_url(args.db)
+        parse_url(url)  # a bad URL is one line here, not a traceback in the browser
+        print(f"gpufleet dashboard on http://{args.address}:{args.port} over {url}", flush=True)
+        return subprocess.call(command(url, args.port, args.address), env={**os.environ, "GPUFLEET_DB_URL": url})
     if args.command == "demo":
         from gpufleet.demo import run_demo
 

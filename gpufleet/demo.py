@@ -1,48 +1,180 @@
-"""``gpufleet demo``: a simulated fleet writing into a fresh SQLite store, with a live summary.
+"""``gpufleet demo``: a simulated fleet with a week of history, live agents and the dashboard.
 
-Each simulated node is a real agent (the same loop, spool and write path as production) whose
-NVML is the fake, driven by one of the packaged fault scenarios.
+Every number comes from the real pipeline: the fake NVML (driven by fault scenarios placed across
+the history), the NVML collector, the store's write path and its rollups. The history is replayed
+on a simulated clock; then the same simulated nodes keep reporting live through real agents.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import math
+import os
+import subprocess
 import tempfile
 import threading
 import time
+import uuid
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 from agent.config import AgentConfig
 from agent.daemon import build_agent
-from agent.loop import Agent
-from collectors.fake_nvml import FakeNVML, load_scenario
+from agent.loop import AGENT_VERSION, Agent
+from collectors.fake_nvml import FakeNVML
 from collectors.host import HostCollector
+from collectors.network import NetworkCollector
 from collectors.nvml import NvmlCollector
+from collectors.scenarios import Fault, Load, Scenario
+from collectors.storage import StorageCollector
+from db.benchstore import save_run
 from db.engine import make_engine, upgrade
 from db.queries import fleet_summary
+from db.rollups import refresh
+from db.writer import Batch, Writer
 
 log = logging.getLogger(__name__)
 
-# One scenario per node, so the demo shows each kind of trouble somewhere in the fleet.
-NODE_SCENARIOS = ["mixed", "thermal", "xid79", "slow-gpu", "powercap", "xid48", "healthy", "nvml-timeout"]
+DAY = 86400.0
+RECENT_STEP = 60.0  # history resolution over the last day
+OLD_STEP = 300.0  # and before it
+# Dense bf16 peak TFLOP/s by model, for the simulated benchmark history.
+PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "RTX4090": 165.0, "V100": 125.0}
 
 
-def build_fleet(db_url: str, workdir: Path, *, nodes: int, gpus_per_node: int, interval: float,
-                seed: int = 0) -> list[Agent]:
-    agents = []
+@dataclass(frozen=True)
+class SimNode:
+    name: str
+    scenario: Scenario
+    seed: int
+
+
+def _daily(start: float, days: int, hour_utc: float) -> list[float]:
+    """Scenario times (seconds after ``start``) of ``hour_utc`` on each day of the history."""
+    first = math.floor(start / DAY) * DAY + hour_utc * 3600
+    return [t - start for t in (first + d * DAY for d in range(days + 1)) if 0 <= t - start]
+
+
+def fleet(nodes: int, gpus: int, start: float, history_s: float) -> list[SimNode]:
+    """The demo fleet: four kinds of node, repeated, each with its faults placed in the history."""
+    h = history_s
+    days = max(1, math.ceil(h / DAY))
+
+    def g(i: int) -> int:
+        return i % gpus
+
+    kinds = [
+        # A busy training node with some idle-but-allocated jobs, app XIDs and a correctable-ECC trickle.
+        [Fault("xid", at=0.30 * h, gpu=g(1), code=13), Fault("xid", at=0.75 * h, gpu=g(4), code=31),
+         Fault("ecc_corrected", at=0.0, gpu=g(2), params={"per_hour": 3})],
+        # The hot node: two GPUs throttle thermally every afternoon; one was power capped for a while.
+        [*(Fault("thermal", at=t, gpu=g(k), duration=2 * 3600, params={"peak_c": 92, "ramp_s": 600})
+           for t in _daily(start, days, 14.0) for k in (2, 5) if t < h),
+         Fault("powercap", at=0.45 * h, gpu=g(4), duration=6 * 3600)],
+        # Hardware trouble: a double-bit ECC error, a growing ECC trend, then a GPU falls off the bus.
+        [Fault("xid", at=0.40 * h, gpu=g(1), code=48), Fault("ecc_corrected", at=0.2 * h, gpu=g(6),
+                                                             params={"per_hour": 25}),
+         Fault("xid", at=0.70 * h, gpu=g(3), code=79)],
+        # A slow GPU (85% of its peers), a contained error, a short NVML hang.
+        [Fault("slow", at=0.0, gpu=g(6), params={"factor": 0.85}), Fault("xid", at=0.55 * h, gpu=g(0), code=94),
+         Fault("nvml_timeout", at=0.85 * h, gpu=g(2), duration=900)],
+    ]
+    out = []
     for i in range(nodes):
-        name = f"node-{i + 1:02d}"
-        scenario = NODE_SCENARIOS[i % len(NODE_SCENARIOS)]
-        cfg = AgentConfig(db_url=db_url, interval=interval, node_name=name, cluster="demo",
-                          spool_dir=str(workdir / "spool" / name), metrics_addr=None, simulate=scenario)
-        fake = FakeNVML(load_scenario(scenario), node_name=name, seed=seed, gpu_count=gpus_per_node)
-        collectors = [NvmlCollector(fake), HostCollector()]
+        load = Load(busy_fraction=0.7, daily_amplitude=0.2, idle_allocated_fraction=0.08 if i % 4 == 0 else 0.03)
+        faults = tuple(kinds[i % 4]) if i < 4 or i % 3 == 0 else ()
+        out.append(SimNode(f"node-{i + 1:02d}", Scenario(model="H100", gpus=gpus, load=load, faults=faults), seed=i))
+    return out
+
+
+def _fake(node: SimNode, start: float, clock: object = time.time) -> FakeNVML:
+    return FakeNVML(node.scenario, clock=clock, start=start, seed=node.seed, node_name=node.name)  # type: ignore[arg-type]
+
+
+def backfill_node(db_url: str, node: SimNode, start: float, end: float) -> int:
+    """Replay one node's history on a simulated clock through the collector and the write path."""
+    now = [start]
+    fake = _fake(node, start, clock=lambda: now[0])
+    collector = NvmlCollector(fake, clock=lambda: now[0], event_thread=False)
+    collector.check()
+    engine = make_engine(db_url, busy_timeout_ms=60_000)
+    writer = Writer(engine)
+    info = {"name": node.name, "cluster": "demo", "agent_version": AGENT_VERSION,
+            "driver_version": collector.driver_version, "cuda_driver_version": collector.cuda_driver_version}
+    batches: list[Batch] = []
+    t, written = start, 0
+    while t < end:
+        now[0] = t
+        batches.append(Batch(uuid.uuid4().hex, {**info, "gpu_count": node.scenario.gpus}, t, collector.collect()))
+        if len(batches) >= 256:
+            writer.write_many(batches)
+            written += len(batches)
+            batches = []
+        t += RECENT_STEP if end - t <= DAY else OLD_STEP
+    if batches:
+        writer.write_many(batches)
+        written += len(batches)
+    collector.close()
+    _benchmarks(engine, node, fake, start, end)
+    engine.dispose()
+    return written
+
+
+def _benchmarks(engine: object, node: SimNode, fake: FakeNVML, start: float, end: float) -> None:
+    """A nightly GEMM run per GPU and a training run per node, as a benchmark agent would record them;
+    speed follows the fake GPU's speed factor and throttling, so the slow GPU stands out."""
+    from sqlalchemy import select
+
+    from db.models import Gpu, Node
+
+    peak = PEAK_BF16_TFLOPS.get(node.scenario.model, 989.0)
+    with engine.begin() as conn:  # type: ignore[attr-defined]
+        node_id = conn.execute(select(Node.id).where(Node.name == node.name)).scalar_one()
+        gpus = dict(conn.execute(select(Gpu.index, Gpu.id).where(Gpu.node_id == node_id)).all())
+        env = {"simulated": True, "gpu_model": node.scenario.model, "driver": node.scenario.driver_version,
+               "torch": "2.13.0", "cuda": "12.4"}
+        for at in _daily(start, math.ceil((end - start) / DAY), 3.0):
+            ts = start + at
+            if ts >= end:
+                break
+            factors = []
+            for index, gpu_id in sorted(gpus.items()):
+                lost = any(f.kind == "xid" and f.code in (79, 95) and f.gpu == index and f.at <= at
+                           for f in node.scenario.faults)
+                if lost:
+                    continue
+                factor = fake.speed_factor(index, at)
+                noise = 1 + 0.012 * math.sin(ts / 977 + index * 1.7)
+                tflops = peak * 0.74 * factor * noise
+                factors.append(factor * noise)
+                save_run(conn, node_id=node_id, gpu_id=gpu_id, workload="gemm", suite="nightly", device="cuda",
+                         started_at=ts, finished_at=ts + 45, config={"dtype": "bf16", "m": 8192, "n": 8192,
+                                                                     "k": 8192}, environment=env,
+                         results=[{"metric": "tflops", "unit": "TFLOP/s", "value": tflops, "median": tflops,
+                                   "p90": tflops * 1.004, "count": 50, "cv": 0.004}])
+            if factors:
+                slowest = min(factors)  # a synchronous job runs at the pace of its slowest GPU
+                save_run(conn, node_id=node_id, workload="train", suite="nightly", device="cuda",
+                         started_at=ts + 60, finished_at=ts + 360, config={"model": "gpt-1.3b", "dtype": "bf16"},
+                         environment=env,
+                         results=[{"metric": "mfu", "unit": "ratio", "value": 0.41 * slowest, "count": 100},
+                                  {"metric": "tokens_per_second", "unit": "tokens/s",
+                                   "value": 7.9e4 * slowest * len(factors), "count": 100}])
+
+
+def build_live(db_url: str, workdir: Path, nodes: list[SimNode], start: float, interval: float) -> list[Agent]:
+    agents = []
+    for node in nodes:
+        cfg = AgentConfig(db_url=db_url, interval=interval, node_name=node.name, cluster="demo",
+                          spool_dir=str(workdir / "spool" / node.name), metrics_addr=None)
+        collectors = [NvmlCollector(_fake(node, start)), HostCollector(), NetworkCollector(), StorageCollector()]
         agents.append(build_agent(cfg, collectors=collectors))  # type: ignore[arg-type]
     return agents
 
 
-def format_summary(engine_url: str, engine: object) -> str:
+def format_summary(engine: object) -> str:
     rows = fleet_summary(engine)  # type: ignore[arg-type]
     now = time.time()
     lines = [f"{'node':<10} {'GPUs ok':>8} {'util':>6} {'max temp':>9} {'power':>9} {'throttled':>10} "
@@ -57,24 +189,51 @@ def format_summary(engine_url: str, engine: object) -> str:
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    if args.nodes < 1 or args.gpus_per_node < 1 or args.history_days < 0:
+        from gpufleet.cli import UserError
+
+        raise UserError("--nodes and --gpus-per-node must be at least 1, --history-days at least 0")
+    if not args.verbose:
+        for noisy in ("alembic", "collectors", "agent"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
     workdir = Path(tempfile.mkdtemp(prefix="gpufleet-demo-"))
     db_url = args.db or f"sqlite:///{workdir / 'gpufleet.db'}"
-    engine = make_engine(db_url)
+    engine = make_engine(db_url, busy_timeout_ms=30_000)
     upgrade(engine)
-    agents = build_fleet(db_url, workdir, nodes=args.nodes, gpus_per_node=args.gpus_per_node,
-                         interval=args.interval)
+    now = time.time()
+    history_s = args.history_days * DAY
+    start = now - history_s
+    nodes = fleet(args.nodes, args.gpus_per_node, start, max(history_s, 1.0))
+    print(f"gpufleet demo: {args.nodes} simulated nodes x {args.gpus_per_node} GPUs, store {db_url}", flush=True)
+    if history_s > 0:
+        began = time.monotonic()
+        print(f"backfilling {args.history_days:g} days of history ...", flush=True)
+        workers = max(1, min(len(nodes), os.cpu_count() or 1))
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            list(pool.map(backfill_node, [db_url] * len(nodes), nodes, [start] * len(nodes), [now] * len(nodes)))
+        refresh(engine)
+        print(f"history written in {time.monotonic() - began:.0f} s", flush=True)
+    agents = build_live(db_url, workdir, nodes, start, args.interval)
     threads = [threading.Thread(target=a.run, name=a.node["name"], daemon=True) for a in agents]
     for t in threads:
         t.start()
-    print(f"gpufleet demo: {args.nodes} simulated nodes x {args.gpus_per_node} GPUs into {db_url}")
+    dashboard = None
+    if not args.no_dashboard:
+        from dashboard.server import command
+
+        dashboard = subprocess.Popen(command(db_url, args.port, "127.0.0.1"), env={**os.environ,
+                                                                                     "GPUFLEET_DB_URL": db_url})
+        print(f"dashboard: http://127.0.0.1:{args.port}", flush=True)
     print("press Ctrl-C to stop\n", flush=True)
     deadline = time.monotonic() + args.duration if args.duration else None
     try:
         while deadline is None or time.monotonic() < deadline:
-            time.sleep(min(max(args.interval, 1.0), 5.0) if deadline is None
-                       else max(0.0, min(5.0, deadline - time.monotonic())))
-            print(time.strftime("%H:%M:%S"), flush=True)
-            print(format_summary(db_url, engine), "\n", flush=True)
+            wait = 30.0 if deadline is None else max(0.0, min(30.0, deadline - time.monotonic()))
+            time.sleep(wait)
+            refresh(engine)
+            if args.no_dashboard:
+                print(time.strftime("%H:%M:%S"), flush=True)
+                print(format_summary(engine), "\n", flush=True)
     except KeyboardInterrupt:
         pass
     finally:
@@ -82,6 +241,9 @@ def run_demo(args: argparse.Namespace) -> int:
             a.stop()
         for t in threads:
             t.join(timeout=15)
+        if dashboard is not None:
+            dashboard.terminate()
+            dashboard.wait(timeout=15)
         engine.dispose()
     print(f"store kept at {db_url}")
     return 0
