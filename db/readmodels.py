@@ -171,10 +171,8 @@ def latest_gpu_samples(engine: Engine, scope: Scope, now: float) -> list[dict[st
               .where(GpuSample.ts > now - CURRENT_LOOKBACK_SECONDS, GpuSample.ts <= now,
                      *_in_scope(GpuSample.gpu_id, scope))
               .group_by(GpuSample.gpu_id).subquery())
-    q = select(GpuSample).join(latest, and_(GpuSample.gpu_id == latest.c.gpu_id, GpuSample.ts == latest.c.ts))
-    with engine.connect() as conn:
-        return [{c.name: getattr(row, c.name) for c in GpuSample.__table__.columns}
-                for row in conn.execute(select(GpuSample).from_statement(q)).scalars()]
+    t = GpuSample.__table__
+    return _rows(engine, select(t).join(latest, and_(t.c.gpu_id == latest.c.gpu_id, t.c.ts == latest.c.ts)))
 
 
 def unresolved_events(engine: Engine, scope: Scope, start: float, end: float) -> list[dict[str, Any]]:
@@ -252,7 +250,7 @@ def state_series(engine: Engine, scope: Scope, start: float, end: float) -> tupl
     source = source_for(end - start)
     step = bucket_for(end - start, source)
     c = _cells(source, scope, start, end, step)
-    cols = [func.sum(expr).label(name) for name, expr in _fractions(c).items()]
+    cols = [func.sum(expr).label(name) for name, expr in _fractions(c.c).items()]
     q = select(c.c.ts, *cols, func.count().label("reporting")).group_by(c.c.ts).order_by(c.c.ts)
     return _rows(engine, q), source, step
 
@@ -265,7 +263,7 @@ def gpu_state_hours(engine: Engine, scope: Scope, start: float, end: float) -> l
     hi = case((c.c.ts + _lit(step) > end, end), else_=c.c.ts + _lit(step))
     lo = case((c.c.ts < start, start), else_=c.c.ts)
     hours = (hi - lo) / _lit(3600.0)
-    cols = [func.sum(expr * hours).label(f"{name}_hours") for name, expr in _fractions(c).items()]
+    cols = [func.sum(expr * hours).label(f"{name}_hours") for name, expr in _fractions(c.c).items()]
     q = (select(c.c.gpu_id, func.max(c.c.node_id).label("node_id"), func.sum(hours).label("reported_hours"),
                 *cols, (func.sum(c.c.util_sum) / func.nullif(func.sum(c.c.util_n), 0)).label("utilization"))
          .group_by(c.c.gpu_id))
@@ -311,13 +309,15 @@ def events(engine: Engine, scope: Scope, start: float, end: float, *, limit: int
 
 
 def event_summary(engine: Engine, scope: Scope, start: float, end: float) -> list[dict[str, Any]]:
-    """Event counts per node, UTC day, kind, code, category, severity and fatality."""
+    """Event counts per node, UTC day, kind, code, category, severity, fatality and whether the
+    event is about one GPU (``gpu_level`` 1) or the whole node (0)."""
     day = _bucket(Event.ts, 86400)
-    keys = [Node.name.label("node"), day.label("day"), Event.kind, Event.code, Event.category,
-            Event.severity, Event.fatal]
-    q = (select(*keys, func.count().label("count")).join(Node, Node.id == Event.node_id)
-         .where(Event.ts >= start, Event.ts < end, *_event_scope(scope))
-         .group_by(Node.name, day, Event.kind, Event.code, Event.category, Event.severity, Event.fatal))
+    gpu_level = case((Event.gpu_id.is_(None), _lit(0)), else_=_lit(1))
+    keys = [Node.name, day, Event.kind, Event.code, Event.category, Event.severity, Event.fatal, gpu_level]
+    q = (select(Node.name.label("node"), day.label("day"), Event.kind, Event.code, Event.category, Event.severity,
+                Event.fatal, gpu_level.label("gpu_level"), func.count().label("count"))
+         .join(Node, Node.id == Event.node_id)
+         .where(Event.ts >= start, Event.ts < end, *_event_scope(scope)).group_by(*keys))
     return _rows(engine, q)
 
 
@@ -340,13 +340,10 @@ def outages(engine: Engine, scope: Scope, start: float, end: float) -> list[dict
 def gpu_series(engine: Engine, gpu_ids: Sequence[int], start: float, end: float) -> tuple[list[dict[str, Any]], Source]:
     """Every stored metric of these GPUs over the range, from the source the range calls for."""
     source = source_for(end - start)
-    t = source.table
+    t = source.table.__table__
     lo = start if source is RAW else (start // source.resolution) * source.resolution
-    q = select(t).where(t.gpu_id.in_(list(gpu_ids)), t.ts >= lo, t.ts < end).order_by(t.gpu_id, t.ts)
-    cols = [c.name for c in t.__table__.columns]
-    with engine.connect() as conn:
-        rows = [{c: getattr(r, c) for c in cols} for r in conn.execute(select(t).from_statement(q)).scalars()]
-    return rows, source
+    q = select(t).where(t.c.gpu_id.in_(list(gpu_ids)), t.c.ts >= lo, t.c.ts < end).order_by(t.c.gpu_id, t.c.ts)
+    return _rows(engine, q), source
 
 
 def _per_node_series(engine: Engine, table: Any, key: Any, node_id: int, start: float, end: float,
