@@ -10,7 +10,7 @@ import pytest
 
 from collectors.kmsg import KernelLog
 from collectors.xid import CATEGORIES, catalogue, classify, normalise_pci, parse_kernel_line
-from tests.conftest import SHARED_DATA
+from tests.conftest import SHARED_DATA, missing
 
 DATA = Path(__file__).parent / "data" / "kmsg"
 
@@ -24,7 +24,7 @@ def test_catalogue_is_vendored_whole() -> None:
 def test_vendored_copy_matches_shared_data() -> None:
     src = SHARED_DATA / "nvidia_xid" / "xid_errors_mapping_nvsentinel.csv"
     if not src.exists():
-        pytest.skip("../shared/data is not present")
+        missing("../shared/data is not present")
     rows = list(csv.DictReader(src.open()))
     for row in rows:
         info = classify(int(row["xid"]))
