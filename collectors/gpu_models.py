@@ -220,6 +220,8 @@ class SimulatedGpu:
         if s is None:
             jk, hour = self.job_key, (k * ld.job_slot_s / 3600.0) % 24
             p = ld.busy_fraction + ld.daily_amplitude * math.cos(_TAU * (hour - ld.peak_hour_utc) / 24)
+            if ld.weekend_dip and (math.floor(k * ld.job_slot_s / 86400) + 3) % 7 >= 5:  # 1970-01-01 was a Thursday
+                p -= ld.weekend_dip
             busy = unit_hash(jk, k, 1) < p
             level = ld.level_min + (ld.level_max - ld.level_min) * unit_hash(jk, k, 2)
             amp = min(ld.cycle_amplitude, level - 0.02, 1 - level) if busy else 0.0

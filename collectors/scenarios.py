@@ -76,10 +76,12 @@ class Load:
     # Share of busy slots whose job holds the GPU (processes, memory) but computes nothing: the
     # idle-but-allocated waste an operator wants to find.
     idle_allocated_fraction: float = 0.0
+    # Taken off busy_fraction on Saturdays and Sundays (UTC): the weekly cycle.
+    weekend_dip: float = 0.0
 
     def __post_init__(self) -> None:
         for name, lo, hi in (("busy_fraction", 0, 1), ("daily_amplitude", 0, 1), ("peak_hour_utc", 0, 24),
-                             ("idle_allocated_fraction", 0, 1),
+                             ("idle_allocated_fraction", 0, 1), ("weekend_dip", 0, 1),
                              ("job_slot_s", 10, 1e7), ("level_min", 0.05, 1), ("level_max", 0.05, 1),
                              ("cycle_period_s", 1, 1e7), ("cycle_amplitude", 0, 0.5), ("noise", 0, 0.3)):
             object.__setattr__(self, name, _number(name, getattr(self, name), lo, hi))

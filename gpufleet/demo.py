@@ -83,7 +83,8 @@ def fleet(nodes: int, gpus: int, start: float, history_s: float) -> list[SimNode
     ]
     out = []
     for i in range(nodes):
-        load = Load(busy_fraction=0.7, daily_amplitude=0.2, idle_allocated_fraction=0.08 if i % 4 == 0 else 0.03)
+        load = Load(busy_fraction=0.7, daily_amplitude=0.2, weekend_dip=0.25,
+                    idle_allocated_fraction=0.08 if i % 4 == 0 else 0.03)
         faults = tuple(kinds[i % 4]) if i < 4 or i % 3 == 0 else ()
         out.append(SimNode(f"node-{i + 1:02d}", Scenario(model="H100", gpus=gpus, load=load, faults=faults), seed=i))
     return out

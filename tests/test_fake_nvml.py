@@ -674,3 +674,24 @@ def test_idle_allocated_jobs_hold_memory_without_computing() -> None:
     assert fake.nvmlDeviceGetUtilizationRates(h).gpu < 5
     assert fake.nvmlDeviceGetComputeRunningProcesses(h)
     assert fake.nvmlDeviceGetMemoryInfo(h).used > 10 * 2**30
+
+
+def test_weekends_are_quieter() -> None:
+    from collectors.scenarios import Load, Scenario
+
+    load = Load(busy_fraction=0.8, daily_amplitude=0.0, weekend_dip=0.6, job_slot_s=600)
+    now = [0.0]
+    fake = FakeNVML(Scenario(model="H100", gpus=1, load=load), start=0.0, clock=lambda: now[0])
+    fake.nvmlInit()
+    h = fake.nvmlDeviceGetHandleByIndex(0)
+
+    def busy_share(day0: float) -> float:  # days since 1970-01-01 (a Thursday)
+        hits = 0
+        for i in range(144):
+            now[0] = day0 * 86400 + i * 600 + 300
+            hits += fake.nvmlDeviceGetUtilizationRates(h).gpu > 5
+        return hits / 144
+
+    weekday = (busy_share(7) + busy_share(8)) / 2  # Thursday, Friday
+    weekend = (busy_share(9) + busy_share(10)) / 2  # Saturday, Sunday
+    assert weekend < weekday - 0.3
