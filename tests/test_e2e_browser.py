@@ -74,7 +74,7 @@ def test_every_page_renders_in_chromium(demo: str) -> None:
         page = browser.new_page(viewport={"width": 1600, "height": 1100})
         try:
             for spec in all_pages():
-                page.goto(f"{demo}/{spec.url_path}", wait_until="domcontentloaded")
+                page.goto(f"{demo}/" if spec.default else f"{demo}/{spec.url_path}", wait_until="domcontentloaded")
                 page.wait_for_selector("[data-testid='stSidebarNav']", timeout=60_000)
                 page.wait_for_selector(".js-plotly-plot .main-svg", timeout=90_000)
                 # Let the script finish: Streamlit shows its status widget while a run is going.
@@ -86,6 +86,8 @@ def test_every_page_renders_in_chromium(demo: str) -> None:
                 assert page.locator(".js-plotly-plot").count() >= 1, spec.title
                 body = page.inner_text("body")
                 assert "Traceback" not in body, spec.title
+                assert "Page not found" not in body, spec.title
+                assert spec.title in body
                 page.screenshot(path=str(shots / f"{spec.url_path}.png"), full_page=True)
         finally:
             browser.close()
