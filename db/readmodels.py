@@ -283,7 +283,7 @@ def utilization_matrix(engine: Engine, gpu_ids: Sequence[int], start: float, end
 # -- events -------------------------------------------------------------------------------------
 
 
-def _event_select() -> Select[Any]:
+def _event_select() -> Any:
     return (select(Event.id, Event.ts, Event.kind, Event.code, Event.severity, Event.category, Event.fatal,
                    Event.message, Event.recommended_action, Event.gpu_id, Event.gpu_index, Event.details,
                    Node.name.label("node"), Node.id.label("node_id"), Gpu.model)

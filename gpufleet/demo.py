@@ -11,6 +11,7 @@ import argparse
 import logging
 import math
 import os
+import signal
 import subprocess
 import tempfile
 import threading
@@ -24,6 +25,7 @@ from agent.config import AgentConfig
 from agent.daemon import build_agent
 from agent.loop import AGENT_VERSION, Agent
 from collectors.fake_nvml import FakeNVML
+from collectors.gpu_models import get_model
 from collectors.host import HostCollector
 from collectors.network import NetworkCollector
 from collectors.nvml import NvmlCollector
@@ -134,7 +136,9 @@ def _benchmarks(engine: object, node: SimNode, fake: FakeNVML, start: float, end
     with engine.begin() as conn:  # type: ignore[attr-defined]
         node_id = conn.execute(select(Node.id).where(Node.name == node.name)).scalar_one()
         gpus = dict(conn.execute(select(Gpu.index, Gpu.id).where(Gpu.node_id == node_id)).all())
-        env = {"simulated": True, "gpu_model": node.scenario.model, "driver": node.scenario.driver_version,
+        spec = get_model(node.scenario.model)
+        model_name = spec.name if spec is not None else node.scenario.model  # as NVML names the GPUs
+        env = {"simulated": True, "gpu_model": model_name, "driver": node.scenario.driver_version,
                "torch": "2.13.0", "cuda": "12.4"}
         for at in _daily(start, math.ceil((end - start) / DAY), 3.0):
             ts = start + at
@@ -226,6 +230,11 @@ def run_demo(args: argparse.Namespace) -> int:
                                                                                      "GPUFLEET_DB_URL": db_url})
         print(f"dashboard: http://127.0.0.1:{args.port}", flush=True)
     print("press Ctrl-C to stop\n", flush=True)
+
+    def _terminate(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt  # SIGTERM cleans up like Ctrl-C: agents flushed, dashboard stopped
+
+    signal.signal(signal.SIGTERM, _terminate)
     deadline = time.monotonic() + args.duration if args.duration else None
     try:
         while deadline is None or time.monotonic() < deadline:
