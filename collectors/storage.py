@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from collectors.network import counter_rate
 from collectors.records import Event, Record, Sample, Value
 
 _MS = 1e-3
@@ -49,13 +50,6 @@ _RATES = {
     "reads_total": "reads_per_second",
     "writes_total": "writes_per_second",
 }
-
-
-def counter_rate(prev: int | None, cur: int | None, dt: float | None) -> float | None:
-    """Per-second rate of a monotonic counter; None when unknown, on reset/wrap, or dt <= 0."""
-    if prev is None or cur is None or dt is None or dt <= 0 or cur < prev:
-        return None
-    return (cur - prev) / dt
 
 
 class StorageCollector:
