@@ -407,3 +407,119 @@ class RollupState(Base):
 
     name: Mapped[str] = mapped_column(String(32), primary_key=True)
     done_until: Mapped[float] = mapped_column(Float)
+
+
+# -- alerts (controller) -------------------------------------------------------------------------
+
+
+class Alert(Base):
+    """One alert instance, identified by the fingerprint of its sorted labels (as Alertmanager).
+
+    ``state`` is pending (condition true, ``for`` not yet elapsed), firing, or resolved. Rule
+    evaluation owns this table; routing reads it.
+    """
+
+    __tablename__ = "alerts"
+    __table_args__ = (Index("ix_alerts_state", "state"), Index("ix_alerts_updated", "updated_at"))
+
+    fingerprint: Mapped[str] = mapped_column(String(32), primary_key=True)
+    rule: Mapped[str] = mapped_column(String(128))
+    state: Mapped[str] = mapped_column(String(16))  # pending | firing | resolved
+    labels: Mapped[dict[str, Any]] = mapped_column(JSON)
+    annotations: Mapped[dict[str, Any]] = mapped_column(JSON)
+    value: Mapped[float | None] = mapped_column(Float)
+    active_since: Mapped[float] = mapped_column(Float)  # condition first seen true (pending)
+    starts_at: Mapped[float | None] = mapped_column(Float)  # fired
+    ends_at: Mapped[float | None] = mapped_column(Float)  # resolved
+    updated_at: Mapped[float] = mapped_column(Float)
+    node_id: Mapped[int | None] = mapped_column(IdType)
+    gpu_id: Mapped[int | None] = mapped_column(IdType)
+
+
+class Silence(Base):
+    __tablename__ = "silences"
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True)
+    matchers: Mapped[list[Any]] = mapped_column(JSON)  # [{"name", "value", "isRegex", "isEqual"}]
+    starts_at: Mapped[float] = mapped_column(Float)
+    ends_at: Mapped[float] = mapped_column(Float)
+    created_by: Mapped[str | None] = mapped_column(String(255))
+    comment: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class NotificationGroup(Base):
+    """Routing state per (receiver, group key): when it was first seen and last notified, and which
+    alerts the last notification carried, so group_wait / group_interval / repeat_interval hold."""
+
+    __tablename__ = "notification_groups"
+
+    group_key: Mapped[str] = mapped_column(String(512), primary_key=True)
+    receiver: Mapped[str] = mapped_column(String(128))
+    first_seen: Mapped[float] = mapped_column(Float)
+    last_notified: Mapped[float | None] = mapped_column(Float)
+    last_firing: Mapped[list[Any] | None] = mapped_column(JSON)  # fingerprints
+    last_resolved: Mapped[list[Any] | None] = mapped_column(JSON)
+
+
+class Notification(Base):
+    """The outbox: one message to one receiver, stored before any attempt, delivered at least once
+    and (by its dedup key and the receiver's groupKey) at most once per group and status."""
+
+    __tablename__ = "notifications"
+    __table_args__ = (Index("ix_notifications_due", "state", "next_attempt_at"),)
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True)
+    dedup_key: Mapped[str] = mapped_column(String(128), unique=True)
+    receiver: Mapped[str] = mapped_column(String(128))
+    group_key: Mapped[str] = mapped_column(String(512))
+    status: Mapped[str] = mapped_column(String(16))  # firing | resolved
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    state: Mapped[str] = mapped_column(String(16))  # pending | delivering | delivered | failed
+    created_at: Mapped[float] = mapped_column(Float)
+    next_attempt_at: Mapped[float] = mapped_column(Float)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    claimed_by: Mapped[str | None] = mapped_column(String(128))
+    claimed_until: Mapped[float | None] = mapped_column(Float)
+    delivered_at: Mapped[float | None] = mapped_column(Float)
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class DeliveryAttempt(Base):
+    __tablename__ = "delivery_attempts"
+    __table_args__ = (Index("ix_delivery_attempts_ts", "ts"),)
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True)
+    notification_id: Mapped[int] = mapped_column(ForeignKey("notifications.id", ondelete="CASCADE"), index=True)
+    ts: Mapped[float] = mapped_column(Float)
+    receiver: Mapped[str] = mapped_column(String(128))
+    ok: Mapped[bool] = mapped_column(Boolean)
+    http_status: Mapped[int | None] = mapped_column(Integer)
+    latency_seconds: Mapped[float | None] = mapped_column(Float)
+    error: Mapped[str | None] = mapped_column(Text)
+    controller: Mapped[str | None] = mapped_column(String(128))
+
+
+class HealthState(Base):
+    """Health of each GPU and node as the controller last judged it."""
+
+    __tablename__ = "health_states"
+
+    entity: Mapped[str] = mapped_column(String(8), primary_key=True)  # gpu | node
+    entity_id: Mapped[int] = mapped_column(IdType, primary_key=True)
+    node_id: Mapped[int | None] = mapped_column(IdType)
+    state: Mapped[str] = mapped_column(String(16))  # healthy | degraded | unhealthy | unknown
+    reasons: Mapped[list[Any]] = mapped_column(JSON)
+    recommended_action: Mapped[str | None] = mapped_column(Text)
+    since: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
+
+
+class Lease(Base):
+    """Leader election between controllers on one store: the holder renews before ``expires_at``."""
+
+    __tablename__ = "leases"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(128))
+    expires_at: Mapped[float] = mapped_column(Float)
