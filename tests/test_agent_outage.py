@@ -160,9 +160,13 @@ def test_sigkill_mid_write_then_restart(tmp_path: Path) -> None:
 def test_sigterm_flushes_and_exits_cleanly(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'store.db'}"
     proc = subprocess.Popen(_agent_cmd(tmp_path, url), stderr=subprocess.PIPE, text=True)
-    assert wait_for(lambda: (tmp_path / "store.db").exists() and stored(url)[2] >= 5, timeout=60)
-    proc.send_signal(signal.SIGTERM)
-    _out, err = proc.communicate(timeout=30)
+    try:
+        assert wait_for(lambda: (tmp_path / "store.db").exists() and stored(url)[2] >= 5, timeout=60)
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
     assert proc.returncode == 0, err
     assert "received SIGTERM" in err
     assert not list((tmp_path / "spool").glob("*.batch.json"))
