@@ -6,7 +6,7 @@ steps are single conditional statements, safe on SQLite and PostgreSQL alike.
 
 from __future__ import annotations
 
-from sqlalchemy import Engine, or_, update
+from sqlalchemy import Engine, insert, or_, update
 from sqlalchemy.exc import IntegrityError
 
 from db.models import Lease
@@ -23,7 +23,7 @@ def acquire(engine: Engine, name: str, holder: str, ttl: float, now: float) -> b
             return True
     try:
         with engine.begin() as conn:
-            conn.execute(Lease.__table__.insert().values(name=name, holder=holder, expires_at=now + ttl))
+            conn.execute(insert(Lease).values(name=name, holder=holder, expires_at=now + ttl))
         return True
     except IntegrityError:  # another controller inserted it first
         return False

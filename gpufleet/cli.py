@@ -58,9 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     db_sub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
     for name, text in (("upgrade", "create or migrate the schema"), ("info", "schema version and row counts")):
         _add_db(db_sub.add_parser(name, help=text))
-    prune = db_sub.add_parser("prune", help="delete raw samples older than a number of days")
+    prune = db_sub.add_parser("prune", help="delete samples and rollups past their retention")
     _add_db(prune)
-    prune.add_argument("--raw-days", type=float, default=14.0, help="keep raw samples this many days")
+    prune.add_argument("--raw-days", type=float, default=14.0, help="keep raw samples this many days (14)")
+    prune.add_argument("--rollup-days", type=float, default=365.0, help="keep rollups this many days (365)")
     return parser
 
 

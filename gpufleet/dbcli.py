@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import time
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import func, select
 
 from db.engine import current_revision, head_revision, make_engine, redact, resolve_url, upgrade
-from db.models import HEARTBEATS, SAMPLE_TABLES, Base
+from db.models import Base
+from db.retention import prune
 
 
 def run(args: argparse.Namespace) -> int:
@@ -29,11 +30,9 @@ def run(args: argparse.Namespace) -> int:
                         n = conn.execute(select(func.count()).select_from(table)).scalar_one()
                         print(f"  {table.name:<24} {n:>12,}")
         elif args.db_command == "prune":
-            cutoff = time.time() - args.raw_days * 86400
-            with engine.begin() as conn:
-                for table in [*SAMPLE_TABLES.values(), HEARTBEATS]:
-                    n = conn.execute(delete(table).where(table.c.ts < cutoff)).rowcount
-                    print(f"  {table.name:<24} {n:>12,} rows older than {args.raw_days:g} days deleted")
+            deleted = prune(engine, time.time(), raw_days=args.raw_days, rollup_days=args.rollup_days)
+            for name, n in deleted.items():
+                print(f"  {name:<24} {n:>12,} rows deleted")
     finally:
         engine.dispose()
     return 0

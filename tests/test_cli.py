@@ -83,3 +83,30 @@ def test_db_upgrade_and_info(tmp_path: Path) -> None:
     assert up.returncode == 0, up.stderr
     info = gpufleet("db", "info", "--db", url)
     assert info.returncode == 0 and "gpu_samples" in info.stdout
+
+
+def test_db_prune_keeps_recent_rows(tmp_path: Path) -> None:
+    import time
+    import uuid
+
+    from collectors.records import Sample
+    from db.engine import make_engine, upgrade
+    from db.writer import Batch, Writer
+
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    engine = make_engine(url)
+    upgrade(engine)
+    now = time.time()
+    for age_days in (30, 1):
+        ts = now - age_days * 86400
+        Writer(engine).write(Batch(uuid.uuid4().hex, {"name": "n"}, ts, [Sample("host", ts, {}, {"load1": 1.0})]))
+    engine.dispose()
+    out = gpufleet("db", "prune", "--db", url, "--raw-days", "7")
+    assert out.returncode == 0, out.stderr
+    assert "host_samples" in out.stdout
+    engine = make_engine(url)
+    with engine.connect() as conn:
+        from sqlalchemy import text
+
+        assert conn.execute(text("select count(*) from host_samples")).scalar() == 1
+    engine.dispose()
