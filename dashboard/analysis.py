@@ -11,6 +11,8 @@ import pandas as pd
 
 from collectors.nvml import decode_reasons
 from dashboard import definitions as d
+from db.stragglers import MIN_PEERS, judge
+from db.stragglers import higher_is_better as higher_is_better  # re-exported; its home is db.stragglers
 
 GPU_COLUMNS = ["gpu_id", "node_id", "node", "cluster", "index", "model", "uuid"]
 
@@ -284,27 +286,20 @@ def with_rates(series: pd.DataFrame) -> pd.DataFrame:
 # -- benchmarks ---------------------------------------------------------------------------------
 
 
-def higher_is_better(metric: str, unit: str | None) -> bool:
-    words = f"{metric} {unit or ''}".lower()
-    return not any(w in words for w in ("latency", "seconds", "time", " ms", " us", " s "))
-
-
-def stragglers(results: pd.DataFrame, ratio: float = d.STRAGGLER_RATIO, min_peers: int = 3) -> pd.DataFrame:
+def stragglers(results: pd.DataFrame, ratio: float = d.STRAGGLER_RATIO, min_peers: int = MIN_PEERS) -> pd.DataFrame:
     """Results with the fleet median of their (workload, metric, GPU model) group, their ratio to it
-    and whether they are stragglers. Groups with fewer than ``min_peers`` results have no verdict."""
+    and whether they are stragglers (``db.stragglers.judge``, the definition the ``bench_slow``
+    alert uses too). Groups with fewer than ``min_peers`` results have no verdict."""
     df = results.copy()
     if "env_gpu_model" in df:
         df["gpu_model"] = df["gpu_model"].fillna(df["env_gpu_model"])
     df["gpu_model"] = df["gpu_model"].fillna("unknown")
-    ok = df["status"].eq("ok") & df["value"].notna()
-    keys = ["workload", "metric", "gpu_model"]
-    grouped = df[ok].groupby(keys)["value"]
-    stats = pd.DataFrame({"fleet_median": grouped.median(), "peers": grouped.size()}).reset_index()
-    df = df.merge(stats, on=keys, how="left")
-    df["ratio"] = df["value"] / df["fleet_median"]
-    better_high = [higher_is_better(m, u) for m, u in zip(df["metric"], df["unit"], strict=True)]
-    slow = [(r < ratio) if high else (r > 1 / ratio) for r, high in zip(df["ratio"], better_high, strict=True)]
-    df["straggler"] = pd.Series(slow, index=df.index, dtype="bool") & (df["peers"] >= min_peers) & ok
+    rows = df.reindex(columns=["workload", "metric", "unit", "gpu_model", "value", "status"]).to_dict("records")
+    verdicts = judge(rows, ratio, min_peers)
+    df["fleet_median"] = pd.Series([v.fleet_median for v in verdicts], index=df.index, dtype="float64")
+    df["peers"] = pd.Series([v.peers for v in verdicts], index=df.index, dtype="int64")
+    df["ratio"] = pd.Series([v.ratio for v in verdicts], index=df.index, dtype="float64")
+    df["straggler"] = pd.Series([v.straggler for v in verdicts], index=df.index, dtype="bool")
     return df
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from db.readmodels import MINUTE_MAX_SECONDS, RAW_MAX_SECONDS
 from db.rollups import IDLE_UTILIZATION, THROTTLE
+from db.stragglers import STRAGGLER_RATIO  # noqa: F401  (shared with the bench_slow alert)
 
 BUSY_UTILIZATION = IDLE_UTILIZATION  # a sample at or above this utilization is busy
 THROTTLE_MASK = THROTTLE  # power cap 0x4, HW slowdown 0x8, SW thermal 0x20, HW thermal 0x40, power brake 0x80
@@ -17,7 +18,6 @@ POWER_MASK = 0x4 | 0x80
 RECENT_MIN_SECONDS = 60.0  # "recent" for current state is at least this ...
 RECENT_INTERVALS = 3  # ... and at least three of the node's sampling intervals
 DEFAULT_INTERVAL_SECONDS = 10.0  # the agent's default, when heartbeats cannot tell
-STRAGGLER_RATIO = 0.9  # below 0.9 x the fleet median (same workload, metric, GPU model)
 LIVE_REFRESH_SECONDS = 10
 HEATMAP_MAX_GPUS = 128
 EVENT_TIMELINE_LIMIT = 5000
