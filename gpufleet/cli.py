@@ -54,6 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--once", action="store_true", help="collect once, print JSON, touch no store")
     run.add_argument("--cycles", type=int, metavar="N", help=argparse.SUPPRESS)
 
+    from gpufleet.alertscli import add_parsers
+
+    add_parsers(sub, _add_db)
+
     db = sub.add_parser("db", help="the store's schema and data")
     db_sub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
     for name, text in (("upgrade", "create or migrate the schema"), ("info", "schema version and row counts")):
@@ -73,12 +77,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     from agent.config import ConfigError
     from agent.daemon import AgentError
     from agent.spool import SpoolError
+    from alerts.config import ConfigError as AlertingConfigError
+    from alerts.controller import ControllerError
+    from alerts.rules import RuleError
     from collectors.fake_nvml import ScenarioError
     from db.engine import StoreError
 
     try:
         return _dispatch(args)
-    except (UserError, ConfigError, AgentError, SpoolError, ScenarioError, StoreError) as exc:
+    except (UserError, ConfigError, AgentError, SpoolError, ScenarioError, StoreError, AlertingConfigError,
+            ControllerError, RuleError) as exc:
         print(f"gpufleet: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -107,6 +115,10 @@ def _dispatch(args: argparse.Namespace) -> int:
 
             load_scenario(cfg.simulate)  # an unknown scenario fails here, before anything starts
         return run_agent(cfg, once=args.once, max_cycles=args.cycles)
+    if args.command in ("controller", "alerts"):
+        from gpufleet import alertscli
+
+        return alertscli.run(args)
     if args.command == "db":
         from gpufleet import dbcli
 
