@@ -133,7 +133,7 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _silence(args: argparse.Namespace) -> int:
-    from alerts.rules import RuleError, parse_duration
+    from alerts.rules import parse_duration
     from alerts.silences import create_silence, expire_silence, list_silences
     from gpufleet.cli import UserError
 
@@ -150,7 +150,7 @@ def _silence(args: argparse.Namespace) -> int:
         else:
             try:
                 duration = parse_duration(args.duration)
-            except RuleError as exc:
+            except ValueError as exc:
                 raise UserError(f"--duration: {exc}") from None
             try:
                 sid = create_silence(engine, args.matchers, duration, args.comment, args.author)

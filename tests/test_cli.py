@@ -110,3 +110,33 @@ def test_db_prune_keeps_recent_rows(tmp_path: Path) -> None:
 
         assert conn.execute(text("select count(*) from host_samples")).scalar() == 1
     engine.dispose()
+
+
+def test_alerts_commands(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    assert "invalid URL" in one_error_line(gpufleet("alerts", "test", "not a url"))
+    down = gpufleet("alerts", "test", "http://127.0.0.1:1/hook", "--timeout", "2")
+    assert down.returncode == 1 and "delivery failed" in down.stdout
+    made = gpufleet("alerts", "silence", "--db", url, "node=node-03", "alertname=~gpu_xid.*", "--duration", "1h",
+                    "--comment", "swapping the GPU")
+    assert made.returncode == 0, made.stderr
+    assert "silence 1 created" in made.stdout
+    listed = gpufleet("alerts", "silence", "--db", url, "--list")
+    assert "node-03" in listed.stdout and "swapping the GPU" in listed.stdout
+    assert gpufleet("alerts", "silence", "--db", url, "--expire", "1").returncode == 0
+    assert "--duration" in one_error_line(gpufleet("alerts", "silence", "--db", url, "node=x", "--duration", "soon"))
+    assert "no alerts" in gpufleet("alerts", "list", "--db", url).stdout
+    once = gpufleet("controller", "run", "--once", "--db", url)
+    assert once.returncode == 0 and "leader=True" in once.stdout, once.stderr
+
+
+def test_controller_config_errors_name_file_and_line(tmp_path: Path) -> None:
+    cfg = tmp_path / "alerting.yaml"
+    cfg.write_text("route:\n  receiver: ops\nreceivers:\n  - name: ops\n    type: pagerduty\n")
+    line = one_error_line(gpufleet("controller", "run", "--once", "--config", str(cfg),
+                                   "--db", f"sqlite:///{tmp_path / 'c.db'}"))
+    assert "alerting.yaml" in line and "line 5" in line and "pagerduty" in line
+    cfg.write_text("route: {receiver: ops}\nreceivers: [{name: ops}]\ncontroller: {rules: /nope.yaml}\n")
+    line = one_error_line(gpufleet("controller", "run", "--once", "--config", str(cfg),
+                                   "--db", f"sqlite:///{tmp_path / 'c.db'}"))
+    assert "/nope.yaml" in line
