@@ -34,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-dashboard", action="store_true")
     demo.add_argument("--duration", type=float, default=None, metavar="S", help="stop after S seconds")
     demo.add_argument("--interval", type=float, default=2.0, metavar="S", help="live collection interval")
+    demo.add_argument("--alerts-config", metavar="FILE", help="alerting configuration (receivers) for the "
+                      "demo's controller; default: alerts are kept but delivered nowhere")
 
     dash = sub.add_parser("dashboard", help="serve the web dashboard over a store")
     _add_db(dash)

@@ -220,6 +220,13 @@ def run_demo(args: argparse.Namespace) -> int:
         print(f"history written in {time.monotonic() - began:.0f} s", flush=True)
     agents = build_live(db_url, workdir, nodes, start, args.interval)
     threads = [threading.Thread(target=a.run, name=a.node["name"], daemon=True) for a in agents]
+    # The controller evaluates the shipped rule pack, keeps health states and, with
+    # --alerts-config, delivers webhooks; it also keeps the rollups fresh.
+    from alerts.config import load_config
+    from alerts.controller import Controller
+
+    controller = Controller(make_engine(db_url, busy_timeout_ms=30_000), load_config(args.alerts_config))
+    threads.append(threading.Thread(target=controller.run, name="controller", daemon=True))
     for t in threads:
         t.start()
     dashboard = None
@@ -240,7 +247,6 @@ def run_demo(args: argparse.Namespace) -> int:
         while deadline is None or time.monotonic() < deadline:
             wait = 30.0 if deadline is None else max(0.0, min(30.0, deadline - time.monotonic()))
             time.sleep(wait)
-            refresh(engine)
             if args.no_dashboard:
                 print(time.strftime("%H:%M:%S"), flush=True)
                 print(format_summary(engine), "\n", flush=True)
@@ -249,6 +255,7 @@ def run_demo(args: argparse.Namespace) -> int:
     finally:
         for a in agents:
             a.stop()
+        controller.stop()
         for t in threads:
             t.join(timeout=15)
         if dashboard is not None:

@@ -74,6 +74,17 @@ class Receiver:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/hook"
 
+    def wait_accepted(self, n: int, timeout: float = 5.0) -> list[Received]:
+        """The first ``n`` accepted requests, once the server thread has recorded them (it records
+        after answering, so the client can see the answer a moment before the record exists)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                if len(self.accepted) >= n:
+                    return list(self.accepted[:n])
+            time.sleep(0.01)
+        raise AssertionError(f"{len(self.accepted)} accepted requests, expected {n}")
+
     def start(self) -> Receiver:
         owner = self
 

@@ -163,13 +163,14 @@ def test_send_test_against_a_real_server() -> None:
     try:
         delivery = send_test(server.url, secret="s3cret", timeout=5)
         assert delivery.ok and delivery.http_status == 200
-        got = server.accepted[0]
+        got = server.wait_accepted(1)[0]
         assert got.path == "/hook" and verify(got.body, got.headers[SIGNATURE_HEADER], "s3cret")
         body = json.loads(got.body)
         assert body["alerts"][0]["labels"]["alertname"] == "GpufleetTest" and body["version"] == "4"
         assert send_test(server.url.replace("http://", "http://bot:p%40ss@"), timeout=5).ok
-        assert server.accepted[1].headers["Authorization"] == "Basic " + base64.b64encode(b"bot:p@ss").decode()
-        assert SIGNATURE_HEADER not in server.accepted[1].headers
+        second = server.wait_accepted(2)[1]
+        assert second.headers["Authorization"] == "Basic " + base64.b64encode(b"bot:p@ss").decode()
+        assert SIGNATURE_HEADER not in second.headers
     finally:
         server.stop()
 
