@@ -339,3 +339,29 @@ def mfu(results: pd.DataFrame) -> go.Figure:
     fig.update_xaxes(title_text="GPU (node / index)")
     fig.update_yaxes(title_text="MFU (%)", rangemode="tozero")
     return _layout(fig)
+
+
+# -- alerts -------------------------------------------------------------------------------------
+
+OUTCOME_COLORS = {"delivered": STATE_COLORS["busy"], "error, retried": STATE_COLORS["throttled"],
+                  "error, gave up": STATE_COLORS["unhealthy"]}
+
+
+def delivery_attempts(buckets: pd.DataFrame, window: tuple[object, object], step: int) -> go.Figure:
+    """Webhook delivery attempts per time bucket, stacked by outcome; an empty range still draws its
+    axes, with a note. ``buckets``: time (bucket start), outcome (a key of ``OUTCOME_COLORS``), attempts."""
+    fig = go.Figure()
+    for outcome, colour in OUTCOME_COLORS.items():
+        g = buckets[buckets["outcome"] == outcome]
+        if len(g):
+            fig.add_trace(go.Bar(x=g["time"], y=g["attempts"], name=outcome, marker_color=colour,
+                                 offset=0, width=step * 1000,
+                                 hovertemplate=f"{outcome}: %{{y}} attempts<extra></extra>"))
+    if not len(buckets):
+        fig.add_annotation(text="No delivery attempts in this range", showarrow=False, xref="paper", yref="paper",
+                           x=0.5, y=0.5, font={"size": 14, "color": "#607d8b"})
+        fig.update_yaxes(range=[0, 1])
+    fig.update_layout(title="Delivery attempts by outcome", barmode="stack")
+    fig.update_xaxes(title_text=TIME_AXIS, range=[_time(t) for t in window])
+    fig.update_yaxes(title_text=f"attempts (count per {step // 60} min)", rangemode="tozero")
+    return _layout(fig, height=300)

@@ -20,8 +20,11 @@ import pandas as pd
 import streamlit as st
 from sqlalchemy import Engine, inspect
 
+from alerts.health import RANK as HEALTH_RANK
+from alerts.silences import list_silences
 from dashboard import analysis
 from dashboard import definitions as d
+from db import alertviews as av
 from db import readmodels as rm
 from db.engine import make_engine, parse_url, redact, resolve_url
 from db.readmodels import Scope
@@ -221,3 +224,146 @@ def run_conditions(url: str, spans: tuple[tuple[int, float, float], ...]) -> pd.
     cols = ["gpu_id", "start", "end", "samples", "throttled_ratio", "thermal_ratio", "power_capped_ratio",
             "temperature_max_celsius", "power_avg_watts", "sm_clock_avg_hz"]
     return _frame(rm.run_conditions(engine(url), spans), cols)
+
+
+# -- alerting (the controller's tables) ---------------------------------------------------------
+
+ALERTING_TABLES = ("alerts", "silences", "notifications", "delivery_attempts", "health_states")
+
+
+@st.cache_data(ttl=RANGE_TTL, show_spinner=False)
+def alerting_ready(url: str) -> bool:
+    """Whether the store has the controller's tables (schema 0003 or later)."""
+    return set(ALERTING_TABLES) <= set(inspect(engine(url)).get_table_names())
+
+
+@st.cache_data(ttl=LIVE_TTL, show_spinner=False)
+def alerting_activity(url: str) -> dict[str, Any]:
+    """``db.alertviews.activity``: has the controller written anything, and when health last."""
+    return av.activity(engine(url))
+
+
+def alert_labels(rule: str, labels: Any) -> dict[str, str]:
+    """An alert's labels as routing and silences see them (``alerts.routing.labels_of``)."""
+    out = {"alertname": rule}
+    out.update({str(k): str(v) for k, v in (labels or {}).items() if v is not None and v != ""})
+    return out
+
+
+_ALERT_COLUMNS = ["fingerprint", "rule", "state", "severity", "node", "gpu", "model", "summary", "action", "since",
+                  "active_since", "starts_at", "ends_at", "updated_at", "value", "silenced_by", "labels",
+                  "annotations", "node_id", "gpu_id", "cluster"]
+
+
+def _gpu_index(row: dict[str, Any], labels: dict[str, str]) -> float | None:
+    if row.get("gpu") is not None:
+        return float(row["gpu"])
+    text = labels.get("gpu", "")
+    return float(text) if text.isdigit() else None
+
+
+@st.cache_data(ttl=LIVE_TTL, show_spinner=False)
+def alerts(url: str, scope: Scope, start: float, end: float, at: float) -> pd.DataFrame:
+    """Pending and firing alerts, then those resolved in [start, end), one row each: severity,
+    node and GPU (from the store, else the labels), summary, recommended action (annotations), since
+    (fired, or pending since) and the ids of the silences active at ``at`` that mute it."""
+    eng = engine(url)
+    active = [s for s in list_silences(eng, now=at) if s.state == "active"]
+    rows = []
+    for r in av.alerts(eng, scope, start, end):
+        labels = alert_labels(r["rule"], r["labels"])
+        notes = {str(k): v for k, v in (r["annotations"] or {}).items()}
+        rows.append({**r, "severity": labels.get("severity", "none"), "node": r["node"] or labels.get("node"),
+                     "gpu": _gpu_index(r, labels), "model": r["model"] or labels.get("model"),
+                     "summary": notes.get("summary") or notes.get("description"),
+                     "action": notes.get("recommended_action") or notes.get("runbook"),
+                     "since": r["starts_at"] if r["state"] != "pending" and r["starts_at"] is not None
+                     else r["active_since"],
+                     "silenced_by": ", ".join(f"#{s.id}" for s in active if s.matches(labels)) or None})
+    return _frame(rows, _ALERT_COLUMNS)
+
+
+@st.cache_data(ttl=LIVE_TTL, show_spinner=False)
+def alert_counts(url: str, scope: Scope, start: float, end: float) -> pd.DataFrame:
+    """Alerts per state and severity: pending and firing now, resolved in [start, end)."""
+    df = _frame(av.alert_counts(engine(url), scope, start, end), ["state", "severity", "count"])
+    df["severity"] = df["severity"].fillna("none")
+    return df
+
+
+@st.cache_data(ttl=LIVE_TTL, show_spinner=False)
+def silences(url: str, start: float, at: float) -> pd.DataFrame:
+    """Silences active or pending at ``at``, and those that expired in [start, at); newest first."""
+    rows = [{"id": s.id, "state": s.state, "matchers": ", ".join(s.matchers_text), "starts_at": s.starts_at,
+             "ends_at": s.ends_at, "created_by": s.created_by, "comment": s.comment, "created_at": s.created_at}
+            for s in list_silences(engine(url), include_expired=True, now=at)
+            if s.state != "expired" or s.ends_at >= start]
+    return _frame(rows, ["id", "state", "matchers", "starts_at", "ends_at", "created_by", "comment", "created_at"])
+
+
+def scope_nodes(url: str, scope: Scope) -> set[str]:
+    """The node names a scope covers (nodes without GPUs too, unless a model is chosen)."""
+    o = filter_options(url)
+    keep = pd.Series(True, index=o.index)
+    for column, chosen in (("cluster", scope.clusters), ("node", scope.nodes), ("model", scope.models)):
+        if chosen:
+            keep &= o[column].isin(chosen)
+    return set(o.loc[keep, "node"].dropna())
+
+
+def payload_summary(payload: Any) -> dict[str, Any]:
+    """What a notification carries: its group labels, how many alerts, their names and nodes."""
+    body = payload if isinstance(payload, dict) else {}
+    carried = [a for a in body.get("alerts") or [] if isinstance(a, dict)]
+    labels = [a.get("labels") or {} for a in carried]
+    return {"group": ", ".join(f"{k}={v}" for k, v in sorted((body.get("groupLabels") or {}).items())) or None,
+            "alerts": len(carried),
+            "alertnames": ", ".join(sorted({str(x["alertname"]) for x in labels if x.get("alertname")})),
+            "nodes": ", ".join(sorted({str(x["node"]) for x in labels if x.get("node")}))}
+
+
+_NOTIFICATION_COLUMNS = ["id", "receiver", "group", "status", "state", "retrying", "attempts", "alerts", "alertnames",
+                         "nodes", "created_at", "delivered_at", "next_attempt_at", "last_error", "group_key"]
+_ATTEMPT_COLUMNS = ["id", "notification_id", "ts", "receiver", "ok", "http_status", "latency_seconds", "error",
+                    "controller", "notification_state", "time"]
+
+
+@st.cache_data(ttl=LIVE_TTL, show_spinner=False)
+def deliveries(url: str, scope: Scope, start: float, end: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(the notifications of the delivery log, the delivery attempts in [start, end)).
+
+    ``retrying``: not finished and already tried (an attempt failed; the outbox backs off). With a
+    scope, only notifications carrying an alert of a node in scope, and their attempts."""
+    eng = engine(url)
+    rows = []
+    for r in av.notifications(eng, start, end):
+        carried = payload_summary(r.pop("payload"))
+        rows.append({**r, **carried, "retrying": r["state"] in av.UNFINISHED and r["attempts"] > 0})
+    notes = _frame(rows, _NOTIFICATION_COLUMNS)
+    if scope:
+        nodes = scope_nodes(url, scope)
+        notes = notes[notes["nodes"].map(lambda n: bool(set(str(n).split(", ")) & nodes)).astype(bool)]
+    tries = _frame(av.delivery_attempts(eng, start, end), _ATTEMPT_COLUMNS[:-2])
+    if scope:
+        tries = tries[tries["notification_id"].isin(notes["id"])]
+    state = dict(zip(notes["id"], notes["state"], strict=True))
+    tries = tries.assign(notification_state=[state.get(i) for i in tries["notification_id"]],
+                         time=analysis.to_time(tries["ts"]))
+    return notes.reset_index(drop=True), tries.reset_index(drop=True)
+
+
+_HEALTH_COLUMNS = ["entity", "entity_id", "node_id", "node", "cluster", "gpu", "uuid", "model", "state", "reasons",
+                   "recommended_action", "since", "updated_at"]
+
+
+@st.cache_data(ttl=LIVE_TTL, show_spinner=False)
+def health(url: str, scope: Scope) -> pd.DataFrame:
+    """Stored GPU and node health in scope, worst first (nodes before their GPUs); ``reasons`` as one line."""
+    df = _frame(av.health_states(engine(url), scope), _HEALTH_COLUMNS)
+    if not len(df):
+        return df
+    df["reasons"] = ["; ".join(map(str, r)) if isinstance(r, list) else r for r in df["reasons"]]
+    df["rank"] = [-HEALTH_RANK.get(s, 0) for s in df["state"]]
+    df["is_gpu"] = df["entity"] != "node"
+    df = df.sort_values(["rank", "is_gpu", "node", "gpu"], na_position="first", kind="stable")
+    return df.drop(columns=["rank", "is_gpu"]).reset_index(drop=True)

@@ -26,11 +26,13 @@ OVERVIEW = PageSpec("views/overview.py", "Fleet overview", ":material/dashboard:
 NODE = PageSpec("views/node.py", "Node and GPU detail", ":material/dns:", "node")
 FAILURES = PageSpec("views/failures.py", "Failures", ":material/report:", "failures")
 BENCHMARKS = PageSpec("views/benchmarks.py", "Benchmarks", ":material/speed:", "benchmarks")
+ALERTS = PageSpec("views/alerts.py", "Alerts", ":material/notifications_active:", "alerts")
 
 SECTIONS: dict[str, list[PageSpec]] = {
     "Fleet": [OVERVIEW, NODE],
     "Reliability": [FAILURES],
     "Performance": [BENCHMARKS],
+    "Operations": [ALERTS],
 }
 
 

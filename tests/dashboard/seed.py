@@ -203,3 +203,102 @@ def empty(url: str) -> Engine:
     engine = make_engine(url)
     upgrade(engine)
     return engine
+
+
+# -- alerting (what ``gpufleet controller run`` would have written) ----------------------------
+
+DAY = 86400.0
+SILENCED = {"node": "node-b", "alertname": "gpu_temperature_high"}
+
+
+def _alert_row(labels: dict[str, str], state: str, since: float, *, ends_at: float | None = None,
+               node_id: int | None, gpu_id: int | None, action: str | None = None) -> dict[str, Any]:
+    from alerts.lifecycle import fingerprint
+
+    notes = {"summary": f"{labels['alertname']} on {labels.get('node')}"
+                        + (f" GPU {labels['gpu']}" if "gpu" in labels else "")}
+    if action:
+        notes["recommended_action"] = action
+    return {"fingerprint": fingerprint(labels), "rule": labels["alertname"], "state": state, "labels": labels,
+            "annotations": notes, "value": 1.0, "active_since": since,
+            "starts_at": None if state == "pending" else since, "ends_at": ends_at,
+            "updated_at": ends_at or NOW - 30, "node_id": node_id, "gpu_id": gpu_id}
+
+
+def _payload(receiver: str, group: dict[str, str], alerts: list[dict[str, str]], status: str) -> dict[str, Any]:
+    return {"receiver": receiver, "status": status, "groupLabels": group, "version": "4",
+            "alerts": [{"status": status, "labels": labels, "annotations": {}} for labels in alerts]}
+
+
+def seed_alerting(engine: Engine) -> None:
+    """Alerts in every state, silences, notifications delivered, retrying, pending and failed with their
+    attempts, and health as ``alerts.health.update_health`` judges the seeded fleet at ``NOW``.
+
+    Firing: critical ``gpu_lost`` (node-c GPU 0); warning ``gpu_temperature_high`` on node-b GPUs 1-2
+    (silenced) and ``node_filesystem_full`` on node-a (a node alert); info ``gpu_power_capped``
+    (node-a GPU 0). Pending: ``gpu_temperature_high`` (node-b GPU 3). Resolved: ``gpu_xid`` (node-a
+    GPU 1) in the last 6 hours, ``gpu_ecc_errors`` (node-c GPU 2) two days ago."""
+    from alerts.health import update_health
+    from alerts.silences import create_silence
+    from db.models import Alert, DeliveryAttempt, Notification
+
+    with engine.connect() as conn:
+        nodes = dict(conn.execute(select(Node.name, Node.id)).all())
+        gpus = {(n, i): g for n, i, g in conn.execute(
+            select(Node.name, Gpu.index, Gpu.id).join(Node, Node.id == Gpu.node_id))}
+
+    def gpu(alertname: str, severity: str, node: str, i: int) -> tuple[dict[str, str], int, int]:
+        labels = {"alertname": alertname, "severity": severity, "node": node, "gpu": str(i),
+                  "uuid": _uuid(node, i), "model": NODES[node][1]}
+        return labels, nodes[node], gpus[node, i]
+
+    rows = []
+    for (labels, node_id, gpu_id), state, since, ends, action in (
+            (gpu("gpu_lost", "critical", "node-c", 0), "firing", XID79_AT, None, classify(79).recommended_action),
+            (gpu("gpu_temperature_high", "warning", "node-b", 1), "firing", THROTTLE_FROM + 300, None, None),
+            (gpu("gpu_temperature_high", "warning", "node-b", 2), "firing", THROTTLE_FROM + 300, None, None),
+            (gpu("gpu_power_capped", "info", "node-a", 0), "firing", NOW - 1200, None, None),
+            (gpu("gpu_temperature_high", "warning", "node-b", 3), "pending", NOW - 120, None, None),
+            (gpu("gpu_xid", "critical", "node-a", 1), "resolved", XID48_AT, RECOVERED_AT + 60, None),
+            (gpu("gpu_ecc_errors", "critical", "node-c", 2), "resolved", NOW - 3 * DAY, NOW - 2 * DAY, None)):
+        rows.append(_alert_row(labels, state, since, ends_at=ends, node_id=node_id, gpu_id=gpu_id, action=action))
+    rows.append(_alert_row({"alertname": "node_filesystem_full", "severity": "warning", "node": "node-a"},
+                           "firing", NOW - 600, node_id=nodes["node-a"], gpu_id=None, action="Free space on /."))
+    with engine.begin() as conn:
+        conn.execute(insert(Alert), rows)
+
+    create_silence(engine, [f"{k}={v}" for k, v in SILENCED.items()], 4 * 3600, "fan swap on node-b",
+                   "ops@example.com", now=NOW - 1800)
+    create_silence(engine, ["node=node-c"], 1800, "reboot", "ops@example.com", now=NOW - 3 * 3600)  # expired 2.5 h ago
+    create_silence(engine, ["node=node-a"], 3600, "old", "ops@example.com", now=NOW - 3 * DAY)  # expired long ago
+
+    lost = rows[0]["labels"]
+    hot = rows[1]["labels"]
+    capped = rows[3]["labels"]
+    notifications = [  # (receiver, group, alerts, status, state, created, attempts: [(ok, http, error)], last error)
+        ("oncall", {"alertname": "gpu_lost"}, [lost], "firing", "delivered", XID79_AT + 120, [(True, 200, None)]),
+        ("slack", {"alertname": "gpu_lost"}, [lost], "firing", "failed", XID79_AT + 120,
+         [(False, 500, "HTTP 500"), (False, 500, "HTTP 500"), (False, 500, "HTTP 500")]),
+        ("oncall", {"alertname": "gpu_temperature_high"}, [hot], "firing", "pending", NOW - 900,
+         [(False, None, "connection refused")]),
+        ("oncall", {"alertname": "gpu_power_capped"}, [capped], "firing", "pending", NOW - 60, []),
+        ("oncall", {"alertname": "gpu_ecc_errors"}, [rows[6]["labels"]], "resolved", "delivered", NOW - 2 * DAY,
+         [(True, 200, None)]),
+    ]
+    with engine.begin() as conn:
+        for k, (receiver, group, carried, status, state, created, tries) in enumerate(notifications):
+            last_error = tries[-1][2] if tries else None
+            if state == "failed":
+                last_error = f"{last_error} (gave up: attempts)"
+            done = created + 60 * len(tries)
+            nid = conn.execute(insert(Notification).returning(Notification.id), {
+                "dedup_key": f"seed-{k}", "receiver": receiver, "group_key": f"{{}}:{group}", "status": status,
+                "payload": _payload(receiver, group, carried, status), "state": state, "created_at": created,
+                "next_attempt_at": done + 60 if state == "pending" else done, "attempts": len(tries),
+                "delivered_at": done if state == "delivered" else None, "last_error": last_error,
+            }).scalar_one()
+            for j, (ok, http, error) in enumerate(tries):
+                conn.execute(insert(DeliveryAttempt), {
+                    "notification_id": nid, "ts": created + 60 * (j + 1), "receiver": receiver, "ok": ok,
+                    "http_status": http, "latency_seconds": 0.05, "error": error, "controller": "ctl-1"})
+    update_health(engine, now=NOW)
