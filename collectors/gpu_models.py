@@ -181,8 +181,13 @@ class SimulatedGpu:
         self._cache: tuple[float, SimpleNamespace] | None = None
         self.windows = {kind: [(f.at, f.end) for f in faults if f.kind == kind]
                         for kind in ("missing", "nvml_timeout", "thermal", "powercap", "slow")}
-        self.windows["lost"] = [(f.at, math.inf) for f in faults if f.kind == "xid" and f.code == 79]
-        self.windows["dead"] = [(f.at, math.inf) for f in faults if f.kind == "xid" and f.code == 95]
+        # A GPU that fell off the bus (79) or stopped working (95) stays so until the fault's
+        # duration ends: the node was power-cycled or the GPU reset (forever by default).
+        def until(f: Fault) -> float:
+            return f.at + (f.duration if f.duration is not None else math.inf)
+
+        self.windows["lost"] = [(f.at, until(f)) for f in faults if f.kind == "xid" and f.code == 79]
+        self.windows["dead"] = [(f.at, until(f)) for f in faults if f.kind == "xid" and f.code == 95]
         self._unc_times = sorted(f.at for f in faults if f.kind == "xid" and f.code in (48, 94, 95))
         self._segments = self._fixed_power_segments()
         self._segment_starts = [s[0] for s in self._segments]

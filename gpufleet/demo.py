@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 DAY = 86400.0
 RECENT_STEP = 60.0  # history resolution over the last day
 OLD_STEP = 300.0  # and before it
+LIVE_FAULT_AFTER = 150.0  # seconds after the demo starts
 # Dense bf16 peak TFLOP/s by model, for the simulated benchmark history.
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "RTX4090": 165.0, "V100": 125.0}
 
@@ -79,9 +80,12 @@ def fleet(nodes: int, gpus: int, start: float, history_s: float) -> list[SimNode
         [Fault("xid", at=0.40 * h, gpu=g(1), code=48), Fault("ecc_corrected", at=0.2 * h, gpu=g(6),
                                                              params={"per_hour": 25}),
          Fault("xid", at=0.70 * h, gpu=g(3), code=79)],
-        # A slow GPU (85% of its peers), a contained error, a short NVML hang.
+        # A slow GPU (85% of its peers), a contained error, a short NVML hang; and, live, a GPU that
+        # falls off the bus two and a half minutes into the demo and is back four minutes later
+        # (the node power-cycled), so the whole alert path can be watched: firing, then resolved.
         [Fault("slow", at=0.0, gpu=g(6), params={"factor": 0.85}), Fault("xid", at=0.55 * h, gpu=g(0), code=94),
-         Fault("nvml_timeout", at=0.85 * h, gpu=g(2), duration=900)],
+         Fault("nvml_timeout", at=0.85 * h, gpu=g(2), duration=900),
+         Fault("xid", at=h + LIVE_FAULT_AFTER, gpu=g(5), code=79, duration=240)],
     ]
     out = []
     for i in range(nodes):

@@ -233,3 +233,20 @@ def test_without_the_event_thread_xids_carry_the_collection_time() -> None:
         seen += [e for e in c.collect() if isinstance(e, Event) and e.kind == "xid"]
     c.close()
     assert [(e.code, e.ts) for e in seen] == [("94", START + 3600.0)]
+
+
+def test_gpu_back_after_the_node_is_power_cycled() -> None:
+    from collectors.scenarios import Fault, Scenario
+
+    now = [START]
+    scenario = Scenario(model="H100", gpus=2, faults=(Fault("xid", at=5, gpu=1, code=79, duration=10),))
+    fake = FakeNVML(scenario, clock=lambda: now[0], start=START, node_name="t")
+    c = NvmlCollector(fake, clock=lambda: now[0], event_thread=False)
+    assert c.check()
+    statuses = []
+    for _ in range(20):
+        now[0] += 1
+        statuses.append(next(s.values["status"] for s in c.collect() if isinstance(s, Sample) and s.kind == "gpu"
+                             and s.key["gpu_index"] == 1))
+    c.close()
+    assert statuses[3] == "ok" and statuses[6] == "lost" and statuses[-1] == "ok"
