@@ -135,6 +135,7 @@ def gpu_metrics(series: pd.DataFrame, source: str, events: pd.DataFrame | None =
     panels = [p for p in (RAW_PANELS if source == "raw" else ROLLUP_PANELS)
               if any(c in series and series[c].notna().any() for c, *_ in p.columns)]
     fig = make_subplots(rows=max(1, len(panels)), cols=1, shared_xaxes=True, vertical_spacing=0.02)
+    shapes: list[dict[str, object]] = []
     for row, panel in enumerate(panels, start=1):
         for col, name, scale, dash in panel.columns:
             if col not in series or not series[col].notna().any():
@@ -156,18 +157,21 @@ def gpu_metrics(series: pd.DataFrame, source: str, events: pd.DataFrame | None =
                 text=[f"{k} {c or ''} GPU {'' if pd.isna(i) else int(i)}<br>{m}" for k, c, i, m in
                       zip(g["kind"], g["code"], g["gpu_index"], g["message"], strict=True)],
                 hovertemplate="%{x}<br>%{text}<extra></extra>"), row=1, col=1)
-        for t in events[events["fatal"].eq(True) | events["severity"].eq("critical")]["time"]:
-            fig.add_vline(x=t, line={"color": STATE_COLORS["unhealthy"], "width": 1, "dash": "dot"}, row="all",
-                          col=1)
+        # Marked for every panel by one shape each, spanning the figure (yref paper): shapes added one
+        # by one per subplot cost quadratic time in Plotly, minutes for a week of a busy GPU.
+        shapes += [{"type": "line", "xref": "x", "yref": "paper", "x0": t, "x1": t, "y0": 0, "y1": 1,
+                    "line": {"color": STATE_COLORS["unhealthy"], "width": 1, "dash": "dot"}}
+                   for t in events[events["fatal"].eq(True) | events["severity"].eq("critical")]["time"]]
     for shaded, state, label in ((bands, "throttled", "throttled (clock-event reasons)"),
                                  (down, "down", "down (non-ok status)")):
         if shaded is None or not len(shaded):
             continue
-        for b in shaded.itertuples(index=False):
-            fig.add_vrect(x0=_time(b.start), x1=_time(b.end), fillcolor=STATE_COLORS[state], opacity=0.12,
-                          line_width=0, row="all", col=1)
+        shapes += [{"type": "rect", "xref": "x", "yref": "paper", "x0": _time(b.start), "x1": _time(b.end),
+                    "y0": 0, "y1": 1, "fillcolor": STATE_COLORS[state], "opacity": 0.12, "line": {"width": 0},
+                    "layer": "below"} for b in shaded.itertuples(index=False)]
         fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=label,
                                  marker={"color": STATE_COLORS[state], "symbol": "square", "size": 12}))
+    fig.update_layout(shapes=shapes)
     fig.update_xaxes(title_text=TIME_AXIS, row=max(1, len(panels)), col=1)
     fig.update_layout(title="GPU metrics", hovermode="x unified")
     return _layout(fig, height=170 * max(1, len(panels)) + 120)

@@ -13,6 +13,7 @@ MIN_LOOKBACK_SECONDS = 7 * 86400
 CAPTION = ("Results of the benchmark runs the agents schedule on idle GPUs (and `gpufleet bench run`). Benchmarks "
            "run nightly or when nodes are idle, so this page covers at least the last 7 days, whatever the range.")
 MAX_EVIDENCE = 50
+RUN_CHOICES = 200  # runs offered in the environment picker, newest first
 
 
 def summary(results: pd.DataFrame, by: str) -> pd.DataFrame:
@@ -96,19 +97,18 @@ def main() -> None:
     env_cols = sorted(c for c in results.columns if c.startswith("env_"))
     st.dataframe(results[["time", "label", "workload", "suite", "device", "status", "metric", "value", "unit",
                           *env_cols]].sort_values("time", ascending=False), hide_index=True)
-    runs = results.drop_duplicates("run_id").sort_values("time", ascending=False)
-    run = st.selectbox("Run", runs["run_id"].tolist(), key="bench_run", format_func=lambda r: _run_label(runs, r))
+    # The latest runs only, labelled once: a week of a large fleet is thousands of runs, and a
+    # label looked up per option made this page take seconds.
+    runs = results.drop_duplicates("run_id").sort_values("time", ascending=False).head(RUN_CHOICES)
+    labels = {r.run_id: f"{ui.when(r.started_at)} · {r.label} · {r.workload} ({r.suite})"
+              for r in runs.itertuples(index=False)}
+    run = st.selectbox(f"Run (latest {len(labels)})", list(labels), key="bench_run", format_func=labels.__getitem__)
     row = runs[runs["run_id"] == run].iloc[0]
     left, right = st.columns(2)
     left.markdown("**Environment**")
     left.json(row["environment"] or {})
     right.markdown("**Configuration**")
     right.json(row["config"] or {})
-
-
-def _run_label(runs: pd.DataFrame, run_id: int) -> str:
-    r = runs[runs["run_id"] == run_id].iloc[0]
-    return f"{ui.when(r['started_at'])} · {r['label']} · {r['workload']} ({r['suite']})"
 
 
 main()

@@ -72,7 +72,8 @@ def test_gpu_metrics_panels_units_events_and_bands() -> None:
     band = next(s for s in fig.layout.shapes if s.type == "rect")
     assert pd.Timestamp(band.x0) == series["time"].iloc[1]  # on the time axis, not in epoch seconds
     kinds = [s.type for s in fig.layout.shapes]
-    assert kinds.count("rect") == 8 and kinds.count("line") == 4  # two bands and a fatal event, on every panel
+    assert kinds.count("rect") == 2 and kinds.count("line") == 1  # two bands and a fatal event, one shape each
+    assert all(s.yref == "paper" and (s.y0, s.y1) == (0, 1) for s in fig.layout.shapes)  # spanning every panel
     assert {"throttled (clock-event reasons)", "down (non-ok status)"} <= {t.name for t in fig.data}
     assert fig.layout.xaxis4.title.text == "time (UTC)"
 
@@ -155,3 +156,14 @@ def test_bench_trend_and_mfu() -> None:
     fig = charts.mfu(mfu)
     assert fig.layout.yaxis.title.text == "MFU (%)"
     assert sorted(fig.data[0].y) == pytest.approx([30, 39, 40, 41])
+
+
+def test_gpu_metrics_draws_each_band_once() -> None:
+    """A week of a flapping GPU is thousands of throttle bands: one shape each, not one per panel."""
+    times = pd.date_range("2026-11-01", periods=600, freq="10min", tz="UTC")
+    series = pd.DataFrame({"time": times, "gpu_index": 0, "utilization_gpu_ratio": 0.5, "power_watts": 300.0,
+                           "temperature_gpu_celsius": 60.0, "sm_clock_hz": 1.8e9})
+    bands = pd.DataFrame({"start": times[:-1:1].astype("int64") // 10**9,
+                          "end": times[1::1].astype("int64") // 10**9 - 60, "reasons": "sw_power_cap"})
+    fig = charts.gpu_metrics(series, "raw", bands=bands)
+    assert len(fig.layout.shapes) == len(bands)  # per panel, it was quadratic: minutes for a week
