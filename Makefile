@@ -27,6 +27,8 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/agent_cost.py --write
 	$(PY) bench/ingest.py --write
+	$(PY) bench/pages.py --write
+	$(PY) bench/alerting.py --write
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -49,6 +49,7 @@ class Settings:
     raw_retention_days: float = 14.0
     rollup_retention_days: float = 365.0
     prune_interval: float = 3600.0
+    rollup_interval: float = 60.0  # rollups are refreshed this often, not every cycle
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], source: str) -> Settings:
@@ -62,7 +63,8 @@ class Settings:
                 values[key] = None if value is None else str(value)
                 continue
             try:
-                number = parse_duration(value) if key in ("evaluation_interval", "lease_ttl", "prune_interval") \
+                number = parse_duration(value) if key in ("evaluation_interval", "lease_ttl", "prune_interval",
+                                                             "rollup_interval") \
                     else float(value)
             except (RuleError, TypeError, ValueError) as exc:
                 raise ControllerError(f"{source}: controller.{key}: {exc}") from exc
@@ -101,6 +103,7 @@ class Controller:
         self.clock = clock
         self.leader = False
         self._last_prune = 0.0
+        self._last_rollup = 0.0
         self._stop = threading.Event()
 
     def cycle(self) -> CycleReport:
@@ -112,7 +115,9 @@ class Controller:
         self.leader = leader
         report = CycleReport(leader=leader)
         if leader:
-            refresh(self.engine, now=now)
+            if now - self._last_rollup >= self.settings.rollup_interval:
+                refresh(self.engine, now=now)
+                self._last_rollup = now
             conditions = evaluate(self.engine, self.rules, now)
             changes = apply(self.engine, conditions, now, self.rules)
             report.conditions = len(conditions)

@@ -25,6 +25,9 @@ _COLUMNS = (Event.id, Event.ts, Event.node_id, Event.gpu_id, Event.gpu_index, Ev
             Event.severity, Event.category, Event.fatal, Event.message, Event.recommended_action)
 
 
+
+RECOVERY_CHUNK = 200  # candidates per recovery query
+
 @dataclass(slots=True)
 class _Group:
     node_id: int
@@ -110,8 +113,7 @@ def _recoveries(ctx: Context, groups: list[_Group]) -> dict[int, tuple[float | N
     """Per candidate (by position in ``groups``): the newest recovery between its first and last
     trigger, and the newest one after its last trigger (None: none)."""
     out: dict[int, tuple[float | None, float | None]] = {}
-    params: dict[str, Any] = {"now": ctx.now}
-    rows = []
+    candidates: list[tuple[int, int, float, float]] = []
     for n, g in enumerate(groups):
         first, last = g.events[g.triggers[0]].ts, g.events[g.triggers[-1]].ts
         if g.gpu_id is None:  # a node-level event: the node reporting again is its recovery
@@ -119,27 +121,31 @@ def _recoveries(ctx: Context, groups: list[_Group]) -> dict[int, tuple[float | N
             seen = hb.last_heartbeat if hb is not None else None
             out[n] = (None, seen if seen is not None and seen > last else None)
             continue
-        params.update({f"g{n}": g.gpu_id, f"f{n}": first, f"l{n}": last})
-        rows.append(f"SELECT {n}, CAST(:g{n} AS BIGINT), CAST(:f{n} AS DOUBLE PRECISION), "
-                    f"CAST(:l{n} AS DOUBLE PRECISION)")
-    if not rows:
-        return out
-    # One statement for every candidate: a row of (candidate, GPU, first trigger, last trigger) each.
-    sql = f"""
-        WITH c(n, gpu_id, first_ts, last_ts) AS ({" UNION ALL ".join(rows)})
-        SELECT c.n,
-            (SELECT MAX(s.ts) FROM gpu_samples s WHERE s.gpu_id = c.gpu_id AND s.status = 'ok'
-                AND s.ts > c.first_ts AND s.ts < c.last_ts),
-            (SELECT MAX(e.ts) FROM events e WHERE e.gpu_id = c.gpu_id AND e.kind = 'gpu_recovered'
-                AND e.ts > c.first_ts AND e.ts < c.last_ts),
-            (SELECT MAX(s.ts) FROM gpu_samples s WHERE s.gpu_id = c.gpu_id AND s.status = 'ok'
-                AND s.ts > c.last_ts AND s.ts <= :now),
-            (SELECT MAX(e.ts) FROM events e WHERE e.gpu_id = c.gpu_id AND e.kind = 'gpu_recovered'
-                AND e.ts > c.last_ts AND e.ts <= :now)
-        FROM c
-    """
-    for n, ok_before, rec_before, ok_after, rec_after in ctx.conn.execute(text(sql), params):
-        out[n] = (_newest(ok_before, rec_before), _newest(ok_after, rec_after))
+        candidates.append((n, g.gpu_id, first, last))
+    # One statement per 200 candidates (SQLite allows 500 terms in a compound SELECT, and a mass
+    # failure, XID 79 on hundreds of GPUs, is exactly when this must not fail).
+    for start in range(0, len(candidates), RECOVERY_CHUNK):
+        params: dict[str, Any] = {"now": ctx.now}
+        rows = []
+        for n, gpu_id, first, last in candidates[start:start + RECOVERY_CHUNK]:
+            params.update({f"g{n}": gpu_id, f"f{n}": first, f"l{n}": last})
+            rows.append(f"SELECT {n}, CAST(:g{n} AS BIGINT), CAST(:f{n} AS DOUBLE PRECISION), "
+                        f"CAST(:l{n} AS DOUBLE PRECISION)")
+        sql = f"""
+            WITH c(n, gpu_id, first_ts, last_ts) AS ({" UNION ALL ".join(rows)})
+            SELECT c.n,
+                (SELECT MAX(s.ts) FROM gpu_samples s WHERE s.gpu_id = c.gpu_id AND s.status = 'ok'
+                    AND s.ts > c.first_ts AND s.ts < c.last_ts),
+                (SELECT MAX(e.ts) FROM events e WHERE e.gpu_id = c.gpu_id AND e.kind = 'gpu_recovered'
+                    AND e.ts > c.first_ts AND e.ts < c.last_ts),
+                (SELECT MAX(s.ts) FROM gpu_samples s WHERE s.gpu_id = c.gpu_id AND s.status = 'ok'
+                    AND s.ts > c.last_ts AND s.ts <= :now),
+                (SELECT MAX(e.ts) FROM events e WHERE e.gpu_id = c.gpu_id AND e.kind = 'gpu_recovered'
+                    AND e.ts > c.last_ts AND e.ts <= :now)
+            FROM c
+        """
+        for n, ok_before, rec_before, ok_after, rec_after in ctx.conn.execute(text(sql), params):
+            out[n] = (_newest(ok_before, rec_before), _newest(ok_after, rec_after))
     return out
 
 

@@ -235,12 +235,16 @@ def route(engine: Engine, config: AlertingConfig, now: float | None = None) -> l
                     created.append(int(new_id))
             if flush.state is None:
                 if key in stored:
-                    session.execute(delete(NotificationGroup).where(NotificationGroup.group_key == key))
+                    session.execute(delete(NotificationGroup).where(NotificationGroup.group_key == key)
+                                    .execution_options(synchronize_session=False))
             elif flush.state == before:
                 continue
             elif key in stored:
+                # No session synchronisation: it checks every loaded group per statement, which made a
+                # burst of first notifications quadratic (seconds for a thousand groups).
                 session.execute(update(NotificationGroup).where(NotificationGroup.group_key == key)
-                                .values(receiver=receiver.name, **_dump(flush.state)))
+                                .values(receiver=receiver.name, **_dump(flush.state))
+                                .execution_options(synchronize_session=False))
             else:
                 session.execute(insert(NotificationGroup).values(group_key=key, receiver=receiver.name,
                                                                  **_dump(flush.state))
