@@ -28,8 +28,8 @@ from __future__ import annotations
 import os
 import sys
 
-# Python put bench/ first on sys.path, and this file is bench/alerting.py: "import alerts" would import it
-# instead of the product package. The repository root goes in front (tests/ is imported from it too).
+# The repository root goes first on sys.path: this script imports tests/ (the fleet builder and the
+# HTTP receiver) as well as the product's packages.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.realpath(__file__))))
 
 import argparse
