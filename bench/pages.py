@@ -166,9 +166,11 @@ class ScriptProfiler:
 
         sr.ScriptRunner._run_script = run_script
 
-    def hotspots(self, top: int = 2) -> list[str]:
+    def hotspots(self, top: int = 4) -> list[str]:
         """The dashboard functions (page modules included, their ``main`` excepted) with the most
-        cumulative time, as shares of the profiled run, each with its heaviest callee."""
+        cumulative time, as shares of the profiled run, with their heaviest direct callee when that
+        is a function of its own (wrappers such as st.cache_data's are shared by every cached
+        function, so their callees cannot be told apart)."""
         if self.profile is None:
             return []
         stats = pstats.Stats(self.profile)
@@ -182,18 +184,14 @@ class ScriptProfiler:
         for (file, line, func), (_cc, calls, _tt, cum, _callers) in mine[:top]:
             text = f"`{os.path.relpath(file, ROOT)}:{line} {func}` {cum / total:.0%}"
             text += f" ({calls:,} calls)" if calls > 1 else ""
-            key: Any = (file, line, func)
-            for _hop in range(8):  # step through FunctionClock's wrapper and st.cache_data's
-                callees = stats.all_callees.get(key, {})  # type: ignore[attr-defined]
-                if not callees:
-                    break
-                key, cv = max(callees.items(), key=lambda kv: kv[1][3])
-                if key[0] != __file__ and "streamlit/runtime/caching" not in key[0] and "functools" not in key[0]:
-                    cf, cl, cfn = key
-                    where = (os.path.relpath(cf, ROOT) if cf.startswith(str(ROOT / "dashboard"))
-                             else cf.split("site-packages/")[-1])
+            callees = stats.all_callees.get((file, line, func), {})  # type: ignore[attr-defined]
+            if callees:
+                (cf, cl, cfn), cv = max(callees.items(), key=lambda kv: kv[1][3])
+                shared = cf == __file__ or "streamlit/runtime/caching" in cf
+                if not shared and cv[3] / total >= 0.05:
+                    where = (cf.split("site-packages/")[-1] if "site-packages/" in cf
+                             else os.path.relpath(cf, ROOT) if cf.startswith(str(ROOT)) else Path(cf).name)
                     text += f", of which `{where}:{cl} {cfn}` {cv[3] / total:.0%}"
-                    break
             out.append(text)
         return out
 
@@ -650,7 +648,7 @@ def main(argv: list[str] | None = None) -> int:
         + ", ".join(f"{fmt_int(v)} {k}" for k, v in rows_by_table.items() if k != "gpu_samples")
         + f"; SQLite file {m['store_bytes'] / 2**30:.1f} GiB on {fs_type(ds.folder)}, WAL",
         f"- generation (once, then cached on disk): {gen['total'] / 60:.1f} min"
-        + "".join(f"; {k} {v:.0f} s" for k, v in gen.items() if k != "total" and v >= 0.5)
+        + "".join(f"; {k} {v:.0f} s" for k, v in gen.items() if k != "total" and v >= 1)
         + (f"; Prometheus' first compaction of the backfilled blocks {m['tsdb_compaction_wait_s']:.0f} s"
            if m.get("tsdb_compaction_wait_s") else ""),
         "- fleet (`bench/fleetgen.py`): 3/4 of the nodes H100 (cluster train), the rest H200 (infer); each GPU "
