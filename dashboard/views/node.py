@@ -8,7 +8,7 @@ import streamlit as st
 
 from dashboard import analysis, charts, data, filters, ui
 from dashboard import definitions as d
-from db.readmodels import Scope
+from db.readmodels import RAW, SAMPLED_FROM_SECONDS, SAMPLED_SHARE, Scope, bucket_for
 
 ALL = "all"
 BENCH_HISTORY_SECONDS = 30 * 86400
@@ -158,6 +158,9 @@ def main() -> None:
     st.subheader("Metrics")
     metrics(view, node_id, shown)
     st.subheader("Network and storage")
+    if bucket_for(view.end - view.start, RAW) >= SAMPLED_FROM_SECONDS:
+        st.caption(f"Over this range each point summarises the samples of the first {SAMPLED_SHARE:.0%} of its "
+                   "bucket (network and storage have no rollups yet).")
     host(view, node_id)
     benchmarks(view, node_id, None if gpu == ALL else int(shown["gpu_id"].iloc[0]))
 

@@ -99,3 +99,26 @@ def test_node_level_events_follow_the_node_filter(sqlite_url: str) -> None:
     summary = rm.event_summary(engine, rm.Scope(nodes=("n1",)), T0 - 1, T0 + 1)
     assert [(r["node"], r["gpu_level"], r["count"]) for r in summary] == [("n1", 0, 1)]
     assert len(rm.events(engine, rm.Scope(), T0 - 1, T0 + 1)) == 2
+
+
+def test_long_ranges_summarise_host_series_from_a_share_of_each_bucket(sqlite_url: str) -> None:
+    """Network, disk and filesystem have no rollups: over a week, a bucket reads only the samples
+    of its first tenth (so a page costs the same however dense the samples), short ranges read all."""
+    engine = make_engine(sqlite_url)
+    upgrade(engine)
+    day, start = 86400.0, 1_764_000_000.0 - (1_764_000_000.0 % 86400)
+    batches = []
+    for i in range(0, int(7 * day), 600):  # a week at 10 minutes; the rate marks where in its bucket
+        ts = start + i
+        batches.append(Batch(uuid.uuid4().hex, {"name": "n"}, ts, [
+            Sample("interface", ts, {"interface": "ib0"}, {"rx_bytes_per_second": float(i % 7200)})]))
+    Writer(engine).write_many(batches)
+    node_id = 1  # the only node
+    week = rm.interface_series(engine, node_id, start, start + 7 * day)
+    step = rm.bucket_for(7 * day, rm.RAW)
+    assert step >= rm.SAMPLED_FROM_SECONDS
+    # Only offsets within the first tenth of each (2-hour) bucket were read: 0 and 600 s.
+    assert max(r["rx_bytes_per_second"] for r in week) <= step * rm.SAMPLED_SHARE
+    hours = rm.interface_series(engine, node_id, start, start + 6 * 3600)
+    assert max(r["rx_bytes_per_second"] for r in hours) > 3600  # a short range averages every sample
+    engine.dispose()
