@@ -50,6 +50,14 @@ class Spool:
             stale.unlink(missing_ok=True)
         entries = self.pending()
         self._seq = entries[-1].seq + 1 if entries else 0
+        # Bytes of each pending file, kept in memory so that the cap costs nothing per append
+        # (an outage can leave thousands of files; listing them every cycle would not do).
+        self._sizes: dict[Path, int] = {}
+        for e in entries:
+            try:
+                self._sizes[e.path] = e.path.stat().st_size
+            except FileNotFoundError:
+                pass
 
     def append(self, batch_id: str, payload: dict[str, Any]) -> SpoolEntry:
         data = json.dumps(payload, separators=(",", ":"), default=_jsonable).encode()
@@ -66,6 +74,7 @@ class Spool:
                 os.close(fd)
             os.replace(tmp, final)
             _fsync_dir(self.dir)
+            self._sizes[final] = len(data)
         self._enforce_cap()
         return SpoolEntry(final, seq, batch_id)
 
@@ -89,36 +98,31 @@ class Spool:
         except (OSError, ValueError) as exc:
             log.error("spool file %s is unreadable (%s); set aside as .bad", entry.path.name, exc)
             entry.path.rename(entry.path.with_suffix(".bad"))
+            with self._lock:
+                self._sizes.pop(entry.path, None)
             return None
 
     def remove(self, entry: SpoolEntry) -> None:
         entry.path.unlink(missing_ok=True)
+        with self._lock:
+            self._sizes.pop(entry.path, None)
 
     def size_bytes(self) -> int:
-        total = 0
-        for e in self.pending():
-            try:
-                total += e.path.stat().st_size
-            except FileNotFoundError:
-                pass
-        return total
+        with self._lock:
+            return sum(self._sizes.values())
 
     def _enforce_cap(self) -> None:
+        if self.size_bytes() <= self.max_bytes:
+            return
         entries = self.pending()
-        sizes = []
-        for e in entries:
-            try:
-                sizes.append(e.path.stat().st_size)
-            except FileNotFoundError:
-                sizes.append(0)
-        total = sum(sizes)
-        i = 0
-        while total > self.max_bytes and i < len(entries) - 1:
-            log.error("spool over %d bytes: dropping oldest batch %s", self.max_bytes, entries[i].batch_id)
-            self.remove(entries[i])
-            total -= sizes[i]
+        total = self.size_bytes()
+        for entry in entries[:-1]:  # the newest batch always stays
+            if total <= self.max_bytes:
+                break
+            log.error("spool over %d bytes: dropping oldest batch %s", self.max_bytes, entry.batch_id)
+            total -= self._sizes.get(entry.path, 0)
+            self.remove(entry)
             self.dropped += 1
-            i += 1
 
 
 def _fsync_dir(path: Path) -> None:

@@ -49,7 +49,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from perfdoc import ROOT, fmt_int, fs_type, header, median, package_version, table, write_section
+from perfdoc import ROOT, fmt_int, fs_type, header, median, package_version, scratch_base, table, write_section
 from sqlalchemy import Engine, delete, func, insert, select, text
 
 from alerts import controller as controller_module
@@ -138,18 +138,6 @@ def proc_cpu(pid: int) -> float | None:
     except OSError:
         return None
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def scratch_base(requested: str | None) -> str:
-    """Local disk for the SQLite files: the temp dir unless it is a RAM filesystem."""
-    if requested:
-        return requested
-    tmp = tempfile.gettempdir()
-    if fs_type(tmp) not in ("tmpfs", "ramfs"):
-        return tmp
-    alt = os.path.join(os.path.expanduser("~"), ".cache", "gpufleet-bench")
-    os.makedirs(alt, exist_ok=True)
-    return alt
 
 
 def sqlite_scratch(base: str, tag: str) -> Scratch:

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from perfdoc import fmt_int, fs_type, header, median, package_version, table, write_section
+from perfdoc import fmt_int, fs_type, header, median, package_version, scratch_base, table, write_section
 
 from collectors.records import GpuInfo, Sample
 from db.engine import make_engine, upgrade
@@ -348,18 +348,6 @@ def check_counts(store: Store, expected: int) -> None:
 
 
 # -- the report -----------------------------------------------------------------------------------
-
-def scratch_base(requested: str | None) -> str:
-    """Local disk for the SQLite files: the temp dir unless it is a RAM filesystem."""
-    if requested:
-        return requested
-    tmp = tempfile.gettempdir()
-    if fs_type(tmp) not in ("tmpfs", "ramfs"):
-        return tmp
-    alt = os.path.join(os.path.expanduser("~"), ".cache", "gpufleet-bench")
-    os.makedirs(alt, exist_ok=True)
-    return alt
-
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],

@@ -9,6 +9,7 @@ import platform
 import re
 import shlex
 import sys
+import tempfile
 from collections.abc import Iterable, Sequence
 from importlib import metadata
 from pathlib import Path
@@ -54,6 +55,18 @@ def fs_type(path: str | os.PathLike[str]) -> str:
         if inside and len(mnt) >= len(best):
             best, kind = mnt, parts[2]
     return kind
+
+
+def scratch_base(requested: str | None) -> str:
+    """Local disk for the SQLite files: the temp dir unless it is a RAM filesystem."""
+    if requested:
+        return requested
+    tmp = tempfile.gettempdir()
+    if fs_type(tmp) not in ("tmpfs", "ramfs"):
+        return tmp
+    alt = os.path.join(os.path.expanduser("~"), ".cache", "gpufleet-bench")
+    os.makedirs(alt, exist_ok=True)
+    return alt
 
 
 def package_version(name: str) -> str:

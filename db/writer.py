@@ -70,12 +70,10 @@ class Writer:
         self._gpu_columns = frozenset(self._layout["gpu"][1])
         self._gpu_shapes: dict[tuple[str, ...], bool] = {}
         gpus, nodes = Base.metadata.tables["gpus"], Base.metadata.tables["nodes"]
-        self._gpu_last_seen = update(gpus).where(
-            gpus.c.id == bindparam("gpu"), gpus.c.last_seen < bindparam("seen")
-        ).values(last_seen=bindparam("seen"))
-        self._node_last_seen = update(nodes).where(
-            nodes.c.id == bindparam("node"), nodes.c.last_seen < bindparam("seen")
-        ).values(last_seen=bindparam("seen"))
+        self._last_seen_stmt = {
+            t.name: update(t).where(t.c.id == bindparam("key"), t.c.last_seen < bindparam("seen"))
+            .values(last_seen=bindparam("seen")) for t in (gpus, nodes)
+        }
 
     # -- public -------------------------------------------------------------------------------
 
@@ -135,11 +133,11 @@ class Writer:
         if ingested:
             conn.execute(insert(IngestedBatch), ingested)
         # A replayed old batch must not move last_seen backwards.
-        self._last_seen(conn, "gpus", self._gpu_last_seen, gpu_seen)
-        self._last_seen(conn, "nodes", self._node_last_seen, node_seen)
+        self._last_seen(conn, "gpus", gpu_seen)
+        self._last_seen(conn, "nodes", node_seen)
         return results
 
-    def _last_seen(self, conn: Connection, table: str, stmt: Any, seen: dict[int, float]) -> None:
+    def _last_seen(self, conn: Connection, table: str, seen: dict[int, float]) -> None:
         if not seen:
             return
         if self.dialect == "postgresql":  # one statement, not a round trip per row
@@ -150,8 +148,7 @@ class Writer:
             conn.execute(text(f"UPDATE {table} SET last_seen = v.ts FROM (VALUES {values}) AS v(id, ts) "
                               f"WHERE {table}.id = v.id AND {table}.last_seen < v.ts"), params)
         else:
-            name = "gpu" if table == "gpus" else "node"
-            conn.execute(stmt, [{name: key, "seen": ts} for key, ts in seen.items()])
+            conn.execute(self._last_seen_stmt[table], [{"key": key, "seen": ts} for key, ts in seen.items()])
 
     # -- nodes and GPUs -----------------------------------------------------------------------
 
@@ -244,7 +241,7 @@ class Writer:
         shapes = self._gpu_shapes
         for s in group:
             values = s.values
-            gpu_id = self._gpu_ids.get(s.key["gpu_uuid"]) or self._gpu_id(conn, node_id, s.key, s.ts)
+            gpu_id = self._gpu_id(conn, node_id, s.key, s.ts)
             if values.get("status") == "ok" and gpu_seen.get(gpu_id, 0.0) < s.ts:
                 gpu_seen[gpu_id] = s.ts
             shape = tuple(values)

@@ -55,3 +55,16 @@ def test_unwritable_folder_is_a_clear_error(tmp_path: Path) -> None:
     blocker.write_text("")
     with pytest.raises(SpoolError, match="cannot create spool folder"):
         Spool(blocker / "spool")
+
+
+def test_size_is_known_after_restart_and_shrinks_on_remove(tmp_path: Path) -> None:
+    spool = Spool(tmp_path)
+    for i in range(3):
+        spool.append(f"b{i}", {"pad": "x" * 100})
+    on_disk = sum(p.stat().st_size for p in tmp_path.glob("*.batch.json"))
+    restarted = Spool(tmp_path, max_bytes=on_disk)
+    assert restarted.size_bytes() == on_disk
+    restarted.remove(restarted.pending()[0])
+    assert restarted.size_bytes() == sum(p.stat().st_size for p in tmp_path.glob("*.batch.json"))
+    restarted.append("b3", {"pad": "x" * 100})  # still within the cap: nothing dropped
+    assert restarted.dropped == 0 and len(restarted.pending()) == 3
