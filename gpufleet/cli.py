@@ -56,9 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--once", action="store_true", help="collect once, print JSON, touch no store")
     run.add_argument("--cycles", type=int, metavar="N", help=argparse.SUPPRESS)
 
-    from gpufleet.alertscli import add_parsers
+    from gpufleet import alertscli, benchcli, importcli, plancli
 
-    add_parsers(sub, _add_db)
+    benchcli.add_parsers(sub, _add_db)
+    alertscli.add_parsers(sub, _add_db)
+    importcli.add_parsers(sub, _add_db)
+    plancli.add_parsers(sub, _add_db)
 
     db = sub.add_parser("db", help="the store's schema and data")
     db_sub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
@@ -121,6 +124,18 @@ def _dispatch(args: argparse.Namespace) -> int:
         from gpufleet import alertscli
 
         return alertscli.run(args)
+    if args.command == "bench":
+        from gpufleet import benchcli
+
+        return benchcli.run(args)
+    if args.command == "import":
+        from gpufleet import importcli
+
+        return importcli.run(args)
+    if args.command == "plan":
+        from gpufleet import plancli
+
+        return plancli.run(args)
     if args.command == "db":
         from gpufleet import dbcli
 

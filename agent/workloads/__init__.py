@@ -1,0 +1,1 @@
+"""Benchmark workloads run by ``gpufleet bench run`` and the agent's scheduler (see ``base.py``)."""
