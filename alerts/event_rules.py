@@ -11,6 +11,7 @@ events: a newer heartbeat). One more statement finds those recoveries for every 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import select, text
@@ -39,6 +40,7 @@ class _Group:
     triggers: list[int]  # indexes into events of the events that completed ``count`` within ``window``
 
 
+@lru_cache(maxsize=4096)
 def xid_info(code: str | None) -> XidInfo | None:
     """The catalogue entry of an XID event's code; None when the code is not a number."""
     try:
@@ -62,14 +64,8 @@ def event(ctx: Context, rule: Rule) -> list[Condition]:
     spec = rule.spec
     assert isinstance(spec, EventMatch)
     hold = spec.max_age if spec.until_recovered else max(spec.window, spec.resolve_after)
-    q = select(*_COLUMNS).where(Event.ts > ctx.now - hold - spec.window, Event.ts <= ctx.now,
-                                Event.kind.in_(spec.kinds))
-    if spec.codes:
-        q = q.where(Event.code.in_(spec.codes))
-    if spec.severities:
-        q = q.where(Event.severity.in_(spec.severities))
     groups: dict[tuple[Any, ...], _Group] = {}
-    for row in ctx.conn.execute(q.order_by(Event.ts, Event.id)):
+    for row in _events(ctx, spec, ctx.now - hold - spec.window):
         if not _matches(spec, row):
             continue
         key = (row.node_id, row.gpu_id, row.gpu_index if row.gpu_id is None else None, row.kind, row.code)
@@ -93,6 +89,27 @@ def event(ctx: Context, rule: Rule) -> list[Condition]:
         start = g.triggers[j] - spec.count + 1
         out.append(_condition(ctx, rule, g, since=g.events[g.triggers[j]].ts, count=len(g.events) - start))
     return out
+
+
+def _events(ctx: Context, spec: EventMatch, lo: float) -> list[Any]:
+    """The events of ``spec``'s kinds (and codes and severities) in (``lo``, now], oldest first.
+    Rules over the same kinds without further filters share one read per cycle (the XID rules read
+    the same hour of XIDs): the widest window is read once and narrowed for the others."""
+    q = select(*_COLUMNS).where(Event.ts <= ctx.now, Event.kind.in_(spec.kinds)).order_by(Event.ts, Event.id)
+    if spec.codes or spec.severities:
+        if spec.codes:
+            q = q.where(Event.code.in_(spec.codes))
+        if spec.severities:
+            q = q.where(Event.severity.in_(spec.severities))
+        return list(ctx.conn.execute(q.where(Event.ts > lo)))
+    key = "events:" + ",".join(sorted(spec.kinds))
+    cached = ctx.cache.get(key)
+    if cached is None or cached[0] > lo:
+        cached = ctx.cache[key] = (lo, list(ctx.conn.execute(q.where(Event.ts > lo))))
+    first, rows = cached
+    if first == lo:
+        return rows
+    return [r for r in rows if r.ts > lo]
 
 
 def _episode_start(g: _Group, spec: EventMatch, recovered_before_last: float | None) -> int:

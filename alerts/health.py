@@ -23,7 +23,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Engine, delete, select
+from sqlalchemy import Engine, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from alerts.conditions import Context, latest_samples, seen_ok_after
@@ -168,10 +168,16 @@ def update_health(engine: Engine, now: float | None = None) -> dict[str, int]:
                 counts[state] += 1
                 prev = old.pop((entity, entity_id), None)
                 worst = v.worst()
-                rows.append({"entity": entity, "entity_id": entity_id, "node_id": v.node_id, "state": state,
-                             "reasons": [r.text for r in v.reasons], "since": prev.since if prev is not None and
-                             prev.state == state else now, "updated_at": now,
-                             "recommended_action": worst.action if worst is not None else None})
+                row = {"entity": entity, "entity_id": entity_id, "node_id": v.node_id, "state": state,
+                       "reasons": [r.text for r in v.reasons], "since": prev.since if prev is not None and
+                       prev.state == state else now, "updated_at": now,
+                       "recommended_action": worst.action if worst is not None else None}
+                if prev is not None and (prev.node_id, prev.state, prev.reasons, prev.recommended_action,
+                                         prev.since) == (row["node_id"], state, row["reasons"],
+                                                         row["recommended_action"], row["since"]):
+                    continue  # unchanged: only updated_at moves, for every row at once below
+                rows.append(row)
+        conn.execute(update(HealthState).values(updated_at=now))
         insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
         for start in range(0, len(rows), 500):
             stmt = insert(HealthState)

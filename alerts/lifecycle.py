@@ -22,12 +22,13 @@ Per cycle, in one transaction:
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Engine, bindparam, delete, func, insert, select, update
+from sqlalchemy import Engine, Text, bindparam, cast, delete, func, insert, select, update
 
 from alerts.conditions import Condition
 from alerts.payload import fingerprint
@@ -78,8 +79,14 @@ def apply(engine: Engine, conditions: Sequence[Condition], now: float | None = N
     inserts: list[dict[str, Any]] = []
     updates: list[dict[str, Any]] = []
     deletes: list[str] = []
+    held: list[str] = []  # active alerts whose condition holds now and whose row needs nothing but updated_at
     with engine.begin() as conn:
-        rows = {r.fingerprint: r for r in conn.execute(select(Alert))}
+        # Plain columns; labels and annotations as their stored JSON text, decoded only when needed
+        # (a steady cycle over 10,000 alerts changes few of them).
+        rows = {r.fingerprint: r for r in conn.execute(select(
+            Alert.fingerprint, Alert.rule, Alert.state, Alert.value, Alert.active_since, Alert.starts_at,
+            Alert.ends_at, Alert.updated_at, Alert.node_id, Alert.gpu_id,
+            cast(Alert.labels, Text).label("labels_json"), cast(Alert.annotations, Text).label("notes_json")))}
         for fp, c in current.items():
             rule = by_name[c.rule.name]
             row = rows.get(fp)
@@ -104,6 +111,11 @@ def apply(engine: Engine, conditions: Sequence[Condition], now: float | None = N
                 state, starts = _start(since, rule, now)
                 if state == "firing":
                     changes.transitions.append(Transition(fp, rule.name, dict(c.labels), "pending", "firing", now))
+            if (state, starts, since, c.value, c.node_id, c.gpu_id) == (
+                    row.state, row.starts_at, row.active_since, row.value, row.node_id, row.gpu_id) \
+                    and _same_json(row.notes_json, c.annotations):
+                held.append(fp)
+                continue
             values.update(state=state, active_since=since, starts_at=starts, ends_at=None)
             updates.append(values)
         for fp, row in rows.items():
@@ -112,13 +124,15 @@ def apply(engine: Engine, conditions: Sequence[Condition], now: float | None = N
             rule_ = by_name.get(row.rule)
             if row.state == "pending":
                 deletes.append(fp)
-                changes.transitions.append(Transition(fp, row.rule, dict(row.labels), "pending", None, now))
+                changes.transitions.append(Transition(fp, row.rule, _decode(row.labels_json), "pending", None, now))
             elif rule_ is not None and now - row.updated_at < rule_.keep_firing_for:
                 continue  # keep firing: the condition was seen true recently enough
             else:
                 updates.append({"fp": fp, "state": "resolved", "ends_at": now, "updated_at": now})
-                changes.transitions.append(Transition(fp, row.rule, dict(row.labels), "firing", "resolved", now))
+                changes.transitions.append(Transition(fp, row.rule, _decode(row.labels_json), "firing", "resolved",
+                                                      now))
         _write(conn, inserts, updates, deletes)
+        _touch(conn, held, [fp for fp, r in rows.items() if r.state != "resolved"], now)
         changes.pruned = conn.execute(
             delete(Alert).where(Alert.state == "resolved", Alert.ends_at < now - retention)).rowcount or 0
         for state, n in conn.execute(select(Alert.state, func.count()).group_by(Alert.state)):
@@ -127,6 +141,35 @@ def apply(engine: Engine, conditions: Sequence[Condition], now: float | None = N
             elif state == "firing":
                 changes.firing = n
     return changes
+
+
+def _decode(text_: str | None) -> Any:
+    return json.loads(text_) if text_ else {}
+
+
+def _same_json(stored: str | None, value: Any) -> bool:
+    """Whether the stored JSON text holds ``value`` (compared as text first: the store keeps what
+    ``json.dumps`` wrote)."""
+    if stored is None:
+        return value is None
+    return stored == json.dumps(value) or _decode(stored) == value
+
+
+def _touch(conn: Any, held: list[str], active: list[str], now: float) -> None:
+    """Set ``updated_at`` (the condition was seen true) on the ``held`` alerts: one statement over
+    every active alert minus the few that are not held, or per alert when those are many."""
+    held_set = set(held)
+    others = [fp for fp in active if fp not in held_set]
+    if not held:
+        return
+    if len(others) <= 500:
+        stmt = update(Alert).where(Alert.state != "resolved").values(updated_at=now)
+        if others:
+            stmt = stmt.where(Alert.fingerprint.not_in(others))
+        conn.execute(stmt.where(Alert.updated_at < now))
+        return
+    conn.execute(update(Alert).where(Alert.fingerprint == bindparam("fp")).values(updated_at=bindparam("set_at")),
+                 [{"fp": fp, "set_at": now} for fp in held])
 
 
 def _start(since: float, rule: Rule, now: float) -> tuple[str, float | None]:

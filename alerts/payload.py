@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
-from functools import cmp_to_key
+from functools import cmp_to_key, lru_cache
 from typing import Any
 
 ZERO_TIME = "0001-01-01T00:00:00Z"  # Go's zero time.Time, what Alertmanager sends as endsAt of a firing alert
@@ -53,15 +53,31 @@ def parse_time(text: str) -> float | None:
 
 
 def fingerprint(labels: Mapping[str, str]) -> str:
-    """Alertmanager's alert fingerprint: FNV-1a 64 over the sorted label names and values, 16 hex digits."""
+    """Alertmanager's alert fingerprint: FNV-1a 64 over the sorted label names and values, 16 hex digits.
+    Memoised: the controller fingerprints every condition every cycle, and the same label sets recur."""
+    key = tuple(sorted(labels.items()))
+    found = _FINGERPRINTS.get(key)
+    if found is None:
+        if len(_FINGERPRINTS) >= _FINGERPRINT_CACHE:
+            _FINGERPRINTS.clear()
+        found = _FINGERPRINTS[key] = _fnv(key)
+    return found
+
+
+_FINGERPRINTS: dict[tuple[tuple[str, str], ...], str] = {}
+_FINGERPRINT_CACHE = 200_000
+
+
+def _fnv(items: tuple[tuple[str, str], ...]) -> str:
     value = _FNV_OFFSET
-    for name in sorted(labels):
-        for part in (name, labels[name]):
+    for name, label_value in items:
+        for part in (name, label_value):
             for byte in part.encode("utf-8") + b"\xff":
                 value = ((value ^ byte) * _FNV_PRIME) & _MASK
     return f"{value:016x}"
 
 
+@lru_cache(maxsize=65536)
 def go_quote(text: str) -> str:
     """Go's ``%q`` (strconv.Quote) for the label values in a group key."""
     out = ['"']

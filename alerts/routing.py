@@ -23,9 +23,10 @@ import json
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import Any
 
-from sqlalchemy import Engine, and_, delete, func, or_, select, update
+from sqlalchemy import Engine, Text, and_, cast, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -39,16 +40,22 @@ KEY_LIMIT = 512  # notification_groups.group_key and notifications.group_key
 
 @dataclass(frozen=True)
 class Member:
-    """An alert as routing sees it: its labels (with ``alertname``), times, and whether it is muted."""
+    """An alert as routing sees it: its labels (with ``alertname``), times, and whether it is muted.
+    Annotations stay JSON text until a notification needs them (most cycles notify nothing)."""
 
     fingerprint: str
     rule: str
     labels: Mapping[str, str]
-    annotations: Mapping[str, str]
+    annotations_json: str | None
     starts_at: float | None
     ends_at: float | None
     resolved: bool
     muted: bool = False
+
+    @cached_property
+    def annotations(self) -> dict[str, str]:
+        raw = json.loads(self.annotations_json) if self.annotations_json else {}
+        return {str(k): str(v) for k, v in (raw or {}).items()}
 
 
 @dataclass(frozen=True)
@@ -113,7 +120,7 @@ def _pair(member: Member) -> tuple[str, float]:
     return (member.fingerprint, float(member.ends_at or 0.0))
 
 
-def labels_of(alert: Alert) -> dict[str, str]:
+def labels_of(alert: Any) -> dict[str, str]:
     """The alert's labels as strings, with ``alertname`` (the rule) when the labels lack it; empty values are
     absent labels, as in Alertmanager."""
     labels = {"alertname": alert.rule}
@@ -147,7 +154,8 @@ class Inhibitor:
         return False
 
 
-def members_of(alerts: Iterable[Alert], config: AlertingConfig, silences: Sequence[SilenceInfo]) -> list[Member]:
+def members_of(alerts: Iterable[Any], config: AlertingConfig, silences: Sequence[SilenceInfo]) -> list[Member]:
+    """Alerts (rows with Alert's columns and ``annotations_json``) as routing members, muted or not."""
     rows = list(alerts)
     labelled = [(row, labels_of(row)) for row in rows]
     inhibitor = Inhibitor(config.inhibit_rules, [labels for row, labels in labelled if row.state == "firing"])
@@ -156,9 +164,9 @@ def members_of(alerts: Iterable[Alert], config: AlertingConfig, silences: Sequen
         muted = any(s.matches(labels) for s in silences) or inhibitor.inhibited(labels)
         resolved = row.state == "resolved"
         ends_at = row.ends_at if row.ends_at is not None or not resolved else row.updated_at
-        annotations = {str(k): str(v) for k, v in (row.annotations or {}).items()}
         starts_at = row.starts_at if row.starts_at is not None else row.active_since
-        out.append(Member(row.fingerprint, row.rule, labels, annotations, starts_at, ends_at, resolved, muted))
+        out.append(Member(row.fingerprint, row.rule, labels, row.annotations_json, starts_at, ends_at, resolved,
+                          muted))
     return out
 
 
@@ -186,7 +194,7 @@ def dedup_key(receiver: str, body: Mapping[str, Any], previous: float | None) ->
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _load(row: NotificationGroup) -> GroupState:
+def _load(row: Any) -> GroupState:
     pairs = frozenset((str(fp), float(end)) for fp, end in (row.last_resolved or []))
     return GroupState(row.first_seen, row.last_notified, frozenset(row.last_firing or []), pairs)
 
@@ -202,9 +210,11 @@ def route(engine: Engine, config: AlertingConfig, now: float | None = None) -> l
     now = time.time() if now is None else now
     horizon = now - config.resolved_lookback
     with Session(engine, expire_on_commit=False) as session, session.begin():
-        alerts = session.scalars(select(Alert).where(or_(
-            Alert.state == "firing",
-            and_(Alert.state == "resolved", func.coalesce(Alert.ends_at, Alert.updated_at) >= horizon)))).all()
+        alerts = session.execute(select(
+            Alert.fingerprint, Alert.rule, Alert.state, Alert.labels, Alert.starts_at, Alert.active_since,
+            Alert.ends_at, Alert.updated_at, cast(Alert.annotations, Text).label("annotations_json"),
+        ).where(or_(Alert.state == "firing",
+                    and_(Alert.state == "resolved", func.coalesce(Alert.ends_at, Alert.updated_at) >= horizon)))).all()
         members = members_of(alerts, config, active_silences(session, now))
         groups: dict[str, tuple[Route, dict[str, str], list[Member]]] = {}
         for member in members:
@@ -213,7 +223,9 @@ def route(engine: Engine, config: AlertingConfig, now: float | None = None) -> l
                     continue
                 labels = matched.group_labels(member.labels)
                 groups.setdefault(state_key(matched, labels), (matched, labels, []))[2].append(member)
-        stored = {row.group_key: row for row in session.scalars(select(NotificationGroup))}
+        ng = NotificationGroup
+        stored = {row.group_key: row for row in session.execute(select(
+            ng.group_key, ng.first_seen, ng.last_notified, ng.last_firing, ng.last_resolved))}
         insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
         created: list[int] = []
         for key in sorted(set(stored) | set(groups)):

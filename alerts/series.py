@@ -148,28 +148,40 @@ def rate(ctx: Context, rule: Rule) -> list[Condition]:
             and r[1] != r[2]]
     else:
         candidates = list(ctx.gpus)
-    points: dict[int, list[tuple[float, float]]] = defaultdict(list)
-    for chunk in _chunks(candidates, 500):
-        ids = ", ".join(str(int(g)) for g in chunk)
-        for gpu_id, ts, v in ctx.conn.execute(text(
-                f"SELECT gpu_id, ts, {col} FROM gpu_samples WHERE gpu_id IN ({ids}) AND ts > :base "
-                f"AND ts <= :now AND {col} IS NOT NULL ORDER BY gpu_id, ts"), params):
-            points[gpu_id].append((ts, float(v)))
+    # The increase (resets counted as Prometheus does, see ``increase``) and, for increase-above
+    # rules, when the running increase first crossed the threshold, computed in the database: an
+    # hour of 10 s samples is 360 rows per GPU that need not travel.
+    crossing = {">": ">", ">=": ">="}.get(spec.op)
+    first_cross = f"MIN(CASE WHEN running {crossing} :value THEN ts END)" if crossing else "NULL"
     out = []
     test = _CMP[spec.op]
-    for gpu_id, pts in points.items():
-        if gpu_id not in ctx.gpus or pts[-1][0] <= max(lo, ctx.now - STALE_SECONDS):
-            continue  # nothing in the window, or a stale series
-        total, running = increase(pts, lo)
-        if not test(total, spec.value):
-            continue
-        if spec.op in (">", ">="):  # began when the running increase first crossed the threshold
-            since = next(ts for ts, inc in running if test(inc, spec.value))
-        else:
-            since = running[-1][0]
-        out.append(ctx.condition(rule, gpu_id=gpu_id, since=since, value=total,
-                                 context={"threshold": spec.value, "column": spec.column,
-                                          "window": duration(spec.window)}))
+    for chunk in _chunks(candidates, 500):
+        ids = ", ".join(str(int(g)) for g in chunk)
+        sql = f"""
+            WITH p AS (
+                SELECT gpu_id, ts, {col} AS v, LAG({col}) OVER (PARTITION BY gpu_id ORDER BY ts) AS prev
+                FROM gpu_samples WHERE gpu_id IN ({ids}) AND ts > :base AND ts <= :now AND {col} IS NOT NULL
+            ), d AS (
+                SELECT gpu_id, ts, CASE WHEN prev IS NULL THEN 0 WHEN v >= prev THEN v - prev ELSE v END AS inc
+                FROM p WHERE ts > :lo
+            ), r AS (
+                SELECT gpu_id, ts, SUM(inc) OVER (PARTITION BY gpu_id ORDER BY ts
+                                                  ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS running
+                FROM d
+            )
+            SELECT gpu_id, MAX(ts), SUM(CASE WHEN ts = last_ts THEN running END), {first_cross}
+            FROM (SELECT r.*, MAX(ts) OVER (PARTITION BY gpu_id) AS last_ts FROM r) x
+            GROUP BY gpu_id"""
+        for gpu_id, last_ts, total, crossed in ctx.conn.execute(text(sql), {**params, "value": spec.value}):
+            if gpu_id not in ctx.gpus or last_ts <= max(lo, ctx.now - STALE_SECONDS):
+                continue  # nothing in the window, or a stale series
+            total = float(total)
+            if not test(total, spec.value):
+                continue
+            since = float(crossed) if crossing and crossed is not None else float(last_ts)
+            out.append(ctx.condition(rule, gpu_id=gpu_id, since=since, value=total,
+                                     context={"threshold": spec.value, "column": spec.column,
+                                              "window": duration(spec.window)}))
     return out
 
 

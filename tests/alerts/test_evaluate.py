@@ -233,13 +233,41 @@ def test_increase_counts_resets_from_zero() -> None:
     assert increase([(100.0, 7.0)], 5.0) == (0.0, [(100.0, 0.0)])
 
 
-def test_rate_rule_over_a_counter_reset(fleet: Fleet) -> None:
+def test_rate_rule_over_a_counter_reset(any_fleet: Fleet) -> None:
     pack = [r for r in load_default_rules() if r.name == "gpu_ecc_corrected_rising"]
     counts = {T0 + 60 * k: v for k, v in enumerate([0, 0, 60, 120, 0, 50, 50])}
-    fleet.write(T0, T0 + 360, lambda n, i, ts: healthy(ecc_corrected_volatile_total=counts[ts] if i == 3 else 0))
-    (cond,) = evaluate(fleet.engine, pack, T0 + 360)
+    any_fleet.write(T0, T0 + 360, lambda n, i, ts: healthy(ecc_corrected_volatile_total=counts[ts] if i == 3 else 0))
+    (cond,) = evaluate(any_fleet.engine, pack, T0 + 360)
     assert cond.labels["gpu"] == "3" and cond.value == 170 and cond.since == T0 + 180
     assert cond.annotations["summary"] == "n1 GPU 3: 170 corrected ECC errors in 1h"
+
+
+def test_rate_in_sql_matches_the_reference_increase(fleet: Fleet) -> None:
+    """The rule computes the increase in SQL; ``increase`` is the reference it must agree with, on
+    random counters with resets, a baseline before the window and GPUs that did not move."""
+    import random
+
+    rng = random.Random(7)
+    window, now = 3600.0, T0 + 3 * 3600
+    series: dict[tuple[str, int], dict[float, int]] = {}
+    for node in fleet.nodes:
+        for gpu in range(fleet.gpus):
+            v, points = rng.randint(0, 50), {}
+            for ts in range(int(T0), int(now) + 1, 60):
+                step = rng.choice([0, 0, 0, 1, 3, 40])
+                v = 0 if rng.random() < 0.01 else v + step
+                points[float(ts)] = v
+            series[(node, gpu)] = points
+    fleet.write(T0, now + 1, lambda n, i, ts: healthy(ecc_corrected_volatile_total=series[(n, i)][ts]), step=60)
+    pack = [r for r in load_default_rules() if r.name == "gpu_ecc_corrected_rising"]
+    got = {(c.labels["node"], int(c.labels["gpu"])): (c.value, c.since) for c in evaluate(fleet.engine, pack, now)}
+    want = {}
+    for key, points in series.items():
+        pts = [(ts, float(v)) for ts, v in sorted(points.items()) if now - window - 120 < ts <= now]
+        total, running = increase(pts, now - window)
+        if total > 100:
+            want[key] = (total, next(ts for ts, inc in running if inc > 100))
+    assert want and got == want
 
 
 # -- idle but allocated, from jobs ----------------------------------------------------------------
