@@ -18,12 +18,13 @@ missing"), its GPUs unknown. ``since`` is kept while the state stays the same.
 
 from __future__ import annotations
 
+import json
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Engine, delete, select, update
+from sqlalchemy import Engine, Text, cast, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from alerts.conditions import Context, latest_samples, seen_ok_after
@@ -110,20 +111,26 @@ def assess(ctx: Context) -> tuple[dict[int, Verdict], dict[int, Verdict]]:
 
 
 def _alerts(ctx: Context, gpus: dict[int, Verdict], nodes: dict[int, Verdict]) -> None:
-    q = select(Alert.rule, Alert.labels, Alert.annotations, Alert.gpu_id, Alert.node_id).where(Alert.state == "firing")
-    for rule, labels, notes, gpu_id, node_id in ctx.conn.execute(q.order_by(Alert.starts_at)):
+    # Annotations stay text unless the alert is not an XID one (an XID's action comes from the catalogue).
+    q = select(Alert.rule, Alert.labels, cast(Alert.annotations, Text), Alert.gpu_id, Alert.node_id) \
+        .where(Alert.state == "firing")
+    for rule, labels, notes_json, gpu_id, node_id in ctx.conn.execute(q.order_by(Alert.starts_at)):
+        target = gpus.get(gpu_id) if gpu_id is not None else nodes.get(node_id) if node_id is not None else None
+        if target is None:
+            continue
         severity = (labels or {}).get("severity")
         state = {"critical": "unhealthy", "warning": "degraded"}.get(severity or "")
         if state is None:
             continue
         xid = (labels or {}).get("xid")
         info = xid_info(xid) if xid else None
-        text = f"XID {xid} {info.mnemonic}" if info else f"alert {rule}"
-        action = info.recommended_action if info else (notes or {}).get("recommended_action") or \
-            (notes or {}).get("runbook")
-        target = gpus.get(gpu_id) if gpu_id is not None else nodes.get(node_id) if node_id is not None else None
-        if target is not None:
-            target.add(Reason(state, text, action or None, f"xid:{xid}" if xid else f"alert:{rule}"))
+        action: str | None
+        if info is not None:
+            text, action = f"XID {xid} {info.mnemonic}", info.recommended_action
+        else:
+            notes = json.loads(notes_json) if notes_json else {}
+            text, action = f"alert {rule}", (notes or {}).get("recommended_action") or (notes or {}).get("runbook")
+        target.add(Reason(state, text, action or None, f"xid:{xid}" if xid else f"alert:{rule}"))
 
 
 def _fatal_events(ctx: Context, gpus: dict[int, Verdict]) -> None:
