@@ -24,7 +24,7 @@ from alerts.health import update_health
 from alerts.lifecycle import apply
 from alerts.notify import Notifier, build_notifiers
 from alerts.outbox import deliver_due
-from alerts.routing import route
+from alerts.routing import route_pass, silences_signature
 from alerts.rules import Rule, RuleError, load_default_rules, load_rules, parse_duration
 from db.lease import acquire, release
 from db.retention import prune
@@ -104,6 +104,8 @@ class Controller:
         self.leader = False
         self._last_prune = 0.0
         self._last_rollup = 0.0
+        self._route_quiet_until = 0.0  # see ``alerts.routing.Pass``
+        self._route_silences: tuple[Any, ...] | None = None
         self._stop = threading.Event()
 
     def cycle(self) -> CycleReport:
@@ -112,6 +114,7 @@ class Controller:
         leader = acquire(self.engine, LEASE, self.id, self.settings.lease_ttl, now)
         if leader != self.leader:
             log.info("controller %s is %s", self.id, "the leader" if leader else "a standby")
+            self._route_quiet_until = 0.0  # another controller may have routed meanwhile
         self.leader = leader
         report = CycleReport(leader=leader)
         if leader:
@@ -125,7 +128,13 @@ class Controller:
             for line in report.transitions:
                 log.info("alert %s", line)
             update_health(self.engine, now)
-            report.notifications = len(route(self.engine, self.config, now))
+            # Routing decides nothing new while no alert changed state, the silences are as they were and
+            # no group timer has come due: then the pass is skipped (a steady fleet's common case).
+            silences = silences_signature(self.engine)
+            if changes.transitions or silences != self._route_silences or now >= self._route_quiet_until:
+                routed = route_pass(self.engine, self.config, now)
+                report.notifications = len(routed.notifications)
+                self._route_quiet_until, self._route_silences = routed.quiet_until, silences
             if now - self._last_prune >= self.settings.prune_interval:
                 prune(self.engine, now, raw_days=self.settings.raw_retention_days,
                       rollup_days=self.settings.rollup_retention_days)

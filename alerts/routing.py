@@ -33,7 +33,7 @@ from sqlalchemy.orm import Session
 from alerts import payload
 from alerts.config import AlertingConfig, InhibitRule, Receiver, Route
 from alerts.silences import SilenceInfo, active_silences
-from db.models import Alert, Notification, NotificationGroup
+from db.models import Alert, Notification, NotificationGroup, Silence
 
 KEY_LIMIT = 512  # notification_groups.group_key and notifications.group_key
 
@@ -204,10 +204,33 @@ def _dump(state: GroupState) -> dict[str, Any]:
             "last_firing": sorted(state.last_firing), "last_resolved": sorted([fp, end] for fp, end in state.consumed)}
 
 
+@dataclass(frozen=True)
+class Pass:
+    """What one routing pass did. ``quiet_until``: while the alerts' states and the silences stay as they
+    are, no pass before this time can decide anything different (no group falls due, no repeat, no
+    resolved alert leaves the lookback, no silence starts or ends), so the controller may skip them."""
+
+    notifications: list[Notification]
+    quiet_until: float
+
+
 def route(engine: Engine, config: AlertingConfig, now: float | None = None) -> list[Notification]:
     """One routing pass at ``now``: updates ``notification_groups`` and enqueues due notifications; returns
     the notifications it created (a second pass from the same state creates none)."""
+    return route_pass(engine, config, now).notifications
+
+
+def silences_signature(engine: Engine) -> tuple[Any, ...]:
+    """Changes whenever a silence is created, changed or expired (for skipping quiet routing passes)."""
+    with engine.connect() as conn:
+        return tuple(conn.execute(select(func.count(), func.max(Silence.id), func.sum(Silence.starts_at),
+                                         func.sum(Silence.ends_at))).one())
+
+
+def route_pass(engine: Engine, config: AlertingConfig, now: float | None = None) -> Pass:
+    """``route``, also telling until when the outcome cannot change by time alone (``Pass.quiet_until``)."""
     now = time.time() if now is None else now
+    quiet = [now + 86400.0]
     horizon = now - config.resolved_lookback
     with Session(engine, expire_on_commit=False) as session, session.begin():
         alerts = session.execute(select(
@@ -216,6 +239,11 @@ def route(engine: Engine, config: AlertingConfig, now: float | None = None) -> l
         ).where(or_(Alert.state == "firing",
                     and_(Alert.state == "resolved", func.coalesce(Alert.ends_at, Alert.updated_at) >= horizon)))).all()
         members = members_of(alerts, config, active_silences(session, now))
+        quiet += [m.ends_at + config.resolved_lookback for m in members if m.resolved and m.ends_at is not None]
+        quiet += [t for (t,) in session.execute(select(func.min(Silence.starts_at)).where(Silence.starts_at > now))
+                  if t is not None]
+        quiet += [t for (t,) in session.execute(select(func.min(Silence.ends_at)).where(Silence.ends_at > now))
+                  if t is not None]
         groups: dict[str, tuple[Route, dict[str, str], list[Member]]] = {}
         for member in members:
             for matched in config.route.match(member.labels):
@@ -231,11 +259,13 @@ def route(engine: Engine, config: AlertingConfig, now: float | None = None) -> l
         for key in sorted(set(stored) | set(groups)):
             if key not in groups:
                 session.execute(delete(NotificationGroup).where(NotificationGroup.group_key == key))
+                quiet.append(now)
                 continue
             matched, labels, group_members = groups[key]
             receiver = config.receivers[matched.receiver]
             before = _load(stored[key]) if key in stored else None
             flush = decide(before, group_members, matched, receiver.send_resolved, now)
+            quiet.append(_next_decision(before, flush, matched, now))
             if flush.notify and flush.alerts:
                 body = body_for(config, receiver, matched, labels, flush.alerts)
                 new_id = session.execute(insert(Notification).values(
@@ -262,6 +292,21 @@ def route(engine: Engine, config: AlertingConfig, now: float | None = None) -> l
                                                                  **_dump(flush.state))
                                 .on_conflict_do_nothing(index_elements=["group_key"]))
         if not created:
-            return []
-        return list(session.scalars(select(Notification).where(Notification.id.in_(created))
-                                    .order_by(Notification.id)))
+            return Pass([], min(quiet))
+        return Pass(list(session.scalars(select(Notification).where(Notification.id.in_(created))
+                                         .order_by(Notification.id))), min(quiet))
+
+
+def _next_decision(before: GroupState | None, flush: Flush, route_: Route, now: float) -> float:
+    """The earliest time ``decide`` could answer differently for a group whose members stay the same: ``now``
+    when this pass changed the group (or notified), else its next due time, or, once due without notifying,
+    the time its repeat interval ends."""
+    if before is None or flush.notify or flush.state != before:
+        return now
+    due_at = before.first_seen + route_.group_wait if before.last_notified is None \
+        else before.last_notified + route_.group_interval
+    if now < due_at:
+        return due_at
+    if before.last_notified is None:
+        return now
+    return max(due_at, before.last_notified + route_.repeat_interval)

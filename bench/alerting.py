@@ -85,7 +85,7 @@ STAGES = [
     ("evaluate", "evaluate (`alerts.evaluate.evaluate`)"),
     ("apply", "lifecycle (`alerts.lifecycle.apply`)"),
     ("update_health", "health (`alerts.health.update_health`)"),
-    ("route", "routing (`alerts.routing.route`)"),
+    ("route_pass", "routing (`alerts.routing.route_pass`)"),
     ("prune", "retention (`db.retention.prune`)"),
     ("deliver_due", "outbox (`alerts.outbox.deliver_due`)"),
 ]
@@ -669,7 +669,7 @@ def cycle_rows(r: CycleResult) -> tuple[list[list[object]], list[str]]:
     verdicts = []
     cpu = median(cpus) + (median(servers) if servers else 0.0)
     ok = total < BUDGET_S and cpu < BUDGET_S
-    rules_cpu = median([sum(s.stages_cpu.get(n, 0.0) for n in ("evaluate", "apply", "update_health", "route"))
+    rules_cpu = median([sum(s.stages_cpu.get(n, 0.0) for n in ("evaluate", "apply", "update_health", "route_pass"))
                         for s in steady])
     verdicts.append(f"{r.store}: steady cycle {ms(total)} ms wall, {ms(median(cpus))} ms CPU in the controller"
                     + (f" + {ms(median(servers))} ms in the PostgreSQL server" if servers else "")

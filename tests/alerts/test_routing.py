@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from alerts.config import parse_config
 from alerts.payload import encode_webhook, format_time
-from alerts.routing import route
+from alerts.routing import route, route_pass, silences_signature
 from alerts.silences import create_silence, expire_silence
 from db.models import Notification, NotificationGroup
 from tests.alerts.harness import T0, put_alert, store
@@ -281,3 +281,35 @@ def test_routing_on_both_stores(store_url: str) -> None:
     put_alert(engine, HOT_0, state="resolved", ends_at=T0 + 40)
     assert [fired(n.payload) for n in route(engine, cfg, T0 + 330)] == [[("0", "resolved"), ("1", "firing")]]
     engine.dispose()
+
+
+def test_quiet_until_is_the_next_time_a_pass_can_decide_anything(engine) -> None:
+    """The controller skips routing passes before ``quiet_until`` while nothing changed: every pass in
+    that span must indeed create and change nothing, and the first pass at ``quiet_until`` acts."""
+    cfg = parse_config(CONFIG)
+    put_alert(engine, HOT_0)
+    put_alert(engine, HOT_N2)
+    assert route_pass(engine, cfg, T0).quiet_until == T0  # the groups appeared: not quiet
+    assert route_pass(engine, cfg, T0 + 1).quiet_until == T0 + 30  # group_wait
+
+    def groups() -> list[tuple]:
+        with engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(select(NotificationGroup).order_by(NotificationGroup.group_key))]
+
+    before = groups()
+    for t in (T0 + 5, T0 + 29.9):
+        assert route(engine, cfg, t) == [] and groups() == before
+    first = route_pass(engine, cfg, T0 + 30)
+    assert len(first.notifications) == 2 and first.quiet_until == T0 + 30
+    repeat = T0 + 30 + 4 * 3600
+    assert route_pass(engine, cfg, T0 + 31).quiet_until == T0 + 330  # group_interval: the next flush
+    flush = route_pass(engine, cfg, T0 + 330)
+    assert flush.notifications == [] and flush.quiet_until == repeat
+    assert route(engine, cfg, repeat - 1) == []
+    assert len(route(engine, cfg, repeat)) == 2
+    # A silence that starts or ends later is a time at which muting changes.
+    sid = create_silence(engine, ["node=n2"], 3600, now=repeat + 10)
+    assert route_pass(engine, cfg, repeat + 20).quiet_until <= repeat + 10 + 3600
+    before_sig = silences_signature(engine)
+    expire_silence(engine, sid, now=repeat + 30)
+    assert silences_signature(engine) != before_sig
