@@ -12,7 +12,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +27,7 @@ from alerts.outbox import deliver_due
 from alerts.routing import route_pass, silences_signature
 from alerts.rules import Rule, RuleError, load_default_rules, load_rules, parse_duration
 from db.lease import acquire, release
-from db.retention import prune
+from db.retention import plan, prune
 from db.rollups import refresh
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,7 @@ class Settings:
     rollup_retention_days: float = 365.0
     prune_interval: float = 3600.0
     rollup_interval: float = 60.0  # rollups are refreshed this often, not every cycle
+    retention_days: Mapping[str, float] = field(default_factory=dict)  # per table, on top of the two above
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], source: str) -> Settings:
@@ -62,6 +63,9 @@ class Settings:
             if key == "rules":
                 values[key] = None if value is None else str(value)
                 continue
+            if key == "retention_days":
+                values[key] = _retention(value, source)
+                continue
             try:
                 number = parse_duration(value) if key in ("evaluation_interval", "lease_ttl", "prune_interval",
                                                              "rollup_interval") \
@@ -72,9 +76,27 @@ class Settings:
                 raise ControllerError(f"{source}: controller.{key}: must be positive")
             values[key] = number
         settings = cls(**values)
+        try:
+            plan(raw_days=settings.raw_retention_days, rollup_days=settings.rollup_retention_days,
+                 days=settings.retention_days)
+        except ValueError as exc:
+            raise ControllerError(f"{source}: controller.retention_days: {exc}") from exc
         if settings.lease_ttl <= settings.evaluation_interval:
             raise ControllerError(f"{source}: controller.lease_ttl must be longer than evaluation_interval")
         return settings
+
+
+def _retention(value: Any, source: str) -> dict[str, float]:
+    if not isinstance(value, Mapping):
+        raise ControllerError(f"{source}: controller.retention_days: a mapping of table: days, "
+                              "e.g. {gpu_samples: 7, events: 90}")
+    out = {}
+    for table, days in value.items():
+        try:
+            out[str(table)] = float(days)
+        except (TypeError, ValueError) as exc:
+            raise ControllerError(f"{source}: controller.retention_days.{table}: not a number of days") from exc
+    return out
 
 
 @dataclass
@@ -88,10 +110,21 @@ class CycleReport:
     seconds: float = 0.0
 
 
+@dataclass(frozen=True)
+class Task:
+    """Periodic leader-only work the composition root hands in (e.g. the planner's straggler refresh,
+    which this package may not import): ``run(engine, now)`` every ``interval`` seconds."""
+
+    name: str
+    interval: float
+    run: Callable[[Engine, float], Any]
+
+
 class Controller:
     def __init__(self, engine: Engine, config: AlertingConfig, *, rules: list[Rule] | None = None,
                  settings: Settings | None = None, notifiers: Mapping[str, Notifier] | None = None,
-                 controller_id: str | None = None, clock: Callable[[], float] = time.time) -> None:
+                 controller_id: str | None = None, clock: Callable[[], float] = time.time,
+                 tasks: Sequence[Task] = ()) -> None:
         self.engine = engine
         self.config = config
         self.settings = settings or Settings.from_mapping(config.controller, config.source)
@@ -104,6 +137,8 @@ class Controller:
         self.leader = False
         self._last_prune = 0.0
         self._last_rollup = 0.0
+        self.tasks = list(tasks)
+        self._task_last: dict[str, float] = {}
         self._route_quiet_until = 0.0  # see ``alerts.routing.Pass``
         self._route_silences: tuple[Any, ...] | None = None
         self._stop = threading.Event()
@@ -121,6 +156,7 @@ class Controller:
             if now - self._last_rollup >= self.settings.rollup_interval:
                 refresh(self.engine, now=now)
                 self._last_rollup = now
+            self._run_tasks(now)
             conditions = evaluate(self.engine, self.rules, now)
             changes = apply(self.engine, conditions, now, self.rules)
             report.conditions = len(conditions)
@@ -137,7 +173,7 @@ class Controller:
                 self._route_quiet_until, self._route_silences = routed.quiet_until, silences
             if now - self._last_prune >= self.settings.prune_interval:
                 prune(self.engine, now, raw_days=self.settings.raw_retention_days,
-                      rollup_days=self.settings.rollup_retention_days)
+                      rollup_days=self.settings.rollup_retention_days, days=self.settings.retention_days)
                 self._last_prune = now
         stats = deliver_due(self.engine, self.notifiers, self.id, now, policy=self.config.retry)
         report.delivered, report.failed = stats.delivered, stats.failed
@@ -145,6 +181,18 @@ class Controller:
             log.warning("delivery: %s", error)
         report.seconds = time.perf_counter() - started
         return report
+
+    def _run_tasks(self, now: float) -> None:
+        """Each due task; one that fails is logged and tried again next interval, never fatal."""
+        for task in self.tasks:
+            if now - self._task_last.get(task.name, float("-inf")) < task.interval:
+                continue
+            self._task_last[task.name] = now
+            try:
+                task.run(self.engine, now)
+            except Exception as exc:
+                log.warning("task %s failed: %s: %s", task.name, type(exc).__name__,
+                            str(exc).splitlines()[0] if str(exc) else "")
 
     def run(self, *, max_cycles: int | None = None) -> None:
         """Cycle every ``evaluation_interval`` until ``stop()``; a failing cycle (the store down) is
