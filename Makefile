@@ -22,6 +22,8 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/ruff check gpufleet agent collectors db alerts planner dashboard tests bench
 	$(VENV)/bin/mypy
+	$(VENV)/bin/bandit -q -c pyproject.toml -r gpufleet agent collectors db alerts planner dashboard
+	$(PY) .ci/audit_deps.py
 	$(VENV)/bin/pytest -q -ra
 
 bench: $(STAMP)
@@ -29,6 +31,9 @@ bench: $(STAMP)
 	$(PY) bench/ingest.py --write
 	$(PY) bench/pages.py --write
 	$(PY) bench/alerting.py --write
+	$(PY) bench/prom_import.py --write
+	$(PY) bench/harness_overhead.py --write
+	$(PY) bench/fleet_load.py --write
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

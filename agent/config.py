@@ -13,6 +13,9 @@ from typing import Any
 
 import yaml
 
+from agent.benchsched import BenchConfig, BenchConfigError, parse_bench_config
+from db.secrets import SecretError, read_file, read_secret
+
 
 class ConfigError(Exception):
     """A configuration problem, phrased as one line for the user."""
@@ -20,7 +23,7 @@ class ConfigError(Exception):
 
 @dataclass(slots=True)
 class AgentConfig:
-    db_url: str | None = None
+    db_url: str | None = field(default=None, repr=False)  # may carry a password
     interval: float = 10.0
     node_name: str = field(default_factory=socket.gethostname)
     cluster: str | None = None
@@ -34,6 +37,17 @@ class AgentConfig:
     interfaces_exclude: list[str] = field(default_factory=lambda: ["lo"])
     auto_migrate: bool = True
     labels: dict[str, str] = field(default_factory=dict)
+    # /metrics over HTTPS when both are set; basic auth when both are set (the password may be a bcrypt hash,
+    # ``sha256:<hex>`` or plain). Secrets never show in a repr.
+    metrics_tls_cert: str | None = None
+    metrics_tls_key: str | None = None
+    metrics_basic_auth_user: str | None = None
+    metrics_basic_auth_password: str | None = field(default=None, repr=False)
+    # Who runs what on a GPU: ``full`` (user: command line), ``pseudonymize`` (keyed HMAC-SHA256 tokens, the
+    # same on every node that shares the key) or ``off`` (no per-process rows at all).
+    process_privacy: str = "full"
+    process_privacy_key: str | None = field(default=None, repr=False)
+    bench: BenchConfig = field(default_factory=BenchConfig)  # the ``bench:`` section: scheduled benchmarks
 
     def __post_init__(self) -> None:
         if not self.spool_dir:
@@ -49,10 +63,21 @@ _ENV = {
     "GPUFLEET_METRICS_ADDR": "metrics_addr",
     "GPUFLEET_SPOOL_DIR": "spool_dir",
     "GPUFLEET_SIMULATE": "simulate",
+    **{f"GPUFLEET_{name.upper()}": name for name in (
+        "metrics_tls_cert", "metrics_tls_key", "metrics_basic_auth_user", "metrics_basic_auth_password",
+        "process_privacy", "process_privacy_key")},
 }
+# Settings that are secrets: also read from ``<setting>_file`` in the file and ``GPUFLEET_<SETTING>_FILE``.
+SECRET_SETTINGS = ("db_url", "metrics_basic_auth_password", "process_privacy_key")
+PROCESS_PRIVACY = ("full", "pseudonymize", "off")
 
 
 def _coerce(name: str, value: Any, source: str) -> Any:
+    if name == "bench":
+        try:
+            return parse_bench_config(value, source)
+        except BenchConfigError as exc:
+            raise ConfigError(str(exc)) from None
     kinds = {f.name: f.type for f in fields(AgentConfig)}
     kind = str(kinds[name])
     try:
@@ -106,20 +131,53 @@ def load_config(path: str | None = None, *, env: dict[str, str] | None = None,
             raise ConfigError(f"config file {path}: expected a mapping of settings at the top level")
         for key, value in data.items():
             name = str(key).replace("-", "_")
+            if name.removesuffix("_file") in SECRET_SETTINGS and name.endswith("_file"):
+                name, value = name.removesuffix("_file"), _secret_file(value, f"config file {path}: {key}")
             if name not in known:
                 raise ConfigError(f"config file {path}: unknown setting {key!r} "
                                   f"(known: {', '.join(sorted(known))})")
             setattr(cfg, name, _coerce(name, value, f"config file {path}"))
     environ = os.environ if env is None else env
     for var, name in _ENV.items():
-        if environ.get(var):
-            setattr(cfg, name, _coerce(name, environ[var], f"environment variable {var}"))
+        try:
+            value = read_secret(var, environ) if name in SECRET_SETTINGS else environ.get(var)
+        except SecretError as exc:
+            raise ConfigError(str(exc)) from None
+        if value:
+            setattr(cfg, name, _coerce(name, value, f"environment variable {var}"))
     for name, value in (overrides or {}).items():
         if value is not None:
             setattr(cfg, name, _coerce(name, value, f"--{name.replace('_', '-')}"))
     if cfg.metrics_addr:
         parse_addr(cfg.metrics_addr)
+    _check_security(cfg)
     return cfg
+
+
+def _secret_file(value: Any, what: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{what}: expected the path of a file")
+    try:
+        return read_file(value, what)
+    except SecretError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _check_security(cfg: AgentConfig) -> None:
+    """Settings that only make sense together, checked before anything starts."""
+    for a, b in (("metrics_tls_cert", "metrics_tls_key"), ("metrics_basic_auth_user", "metrics_basic_auth_password")):
+        if bool(getattr(cfg, a)) != bool(getattr(cfg, b)):
+            given, wanting = (a, b) if getattr(cfg, a) else (b, a)
+            raise ConfigError(f"{given} is set but {wanting} is not: give both or neither")
+    for name in ("metrics_tls_cert", "metrics_tls_key"):
+        value = getattr(cfg, name)
+        if value and not Path(value).is_file():
+            raise ConfigError(f"{name}: no such file {value}")
+    if cfg.process_privacy not in PROCESS_PRIVACY:
+        raise ConfigError(f"process_privacy: {cfg.process_privacy!r} is not one of {', '.join(PROCESS_PRIVACY)}")
+    if cfg.process_privacy == "pseudonymize" and len(cfg.process_privacy_key or "") < 16:
+        raise ConfigError("process_privacy: pseudonymize needs process_privacy_key (GPUFLEET_PROCESS_PRIVACY_KEY "
+                          "or GPUFLEET_PROCESS_PRIVACY_KEY_FILE) of at least 16 characters")
 
 
 def parse_addr(addr: str) -> tuple[str, int]:

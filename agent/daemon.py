@@ -17,6 +17,7 @@ from agent.supervisor import Supervised
 from collectors.host import HostCollector
 from collectors.kmsg import KernelLog
 from collectors.network import NetworkCollector
+from collectors.procinfo import Lookup, ProcessIdentity, psutil_lookup
 from collectors.records import Collector
 from collectors.storage import StorageCollector
 from db.engine import ensure_schema, make_engine
@@ -29,9 +30,10 @@ class AgentError(Exception):
     """A start-up problem worth one line to the user."""
 
 
-def build_collectors(cfg: AgentConfig, *, nvml: Any = None, clock: Callable[[], float] | None = None
-                     ) -> list[Collector]:
-    """The collectors this node has. ``nvml`` overrides the NVML module (tests, the demo)."""
+def build_collectors(cfg: AgentConfig, *, nvml: Any = None, clock: Callable[[], float] | None = None,
+                     process_lookup: Lookup | None = None) -> list[Collector]:
+    """The collectors this node has. ``nvml`` overrides the NVML module (tests, the demo); ``process_lookup``
+    the process table (default: ``/proc`` with real NVML; none with the fake, whose PIDs are invented)."""
     from collectors.nvml import NvmlCollector
 
     kw: dict[str, Any] = {"clock": clock} if clock is not None else {}
@@ -41,7 +43,15 @@ def build_collectors(cfg: AgentConfig, *, nvml: Any = None, clock: Callable[[], 
 
         nvml = FakeNVML(load_scenario(cfg.simulate), node_name=cfg.node_name, seed=cfg.simulate_seed, **kw)
     kernel_log = KernelLog(cfg.kernel_log) if cfg.kernel_log and not cfg.simulate else None
-    gpu = NvmlCollector(nvml, kernel_log=kernel_log, **kw) if nvml is not None else _real_nvml(kernel_log, kw)
+    if process_lookup is None and nvml is None:
+        process_lookup = psutil_lookup
+    key = cfg.process_privacy_key.encode() if cfg.process_privacy_key else None
+    identity = ProcessIdentity(cfg.process_privacy, key, process_lookup) if process_lookup else None
+    gpu_kw: dict[str, Any] = {**kw, "process_rows": cfg.process_privacy != "off"}
+    if identity is not None and identity.records_processes:
+        gpu_kw["process_name"] = identity
+    gpu = (NvmlCollector(nvml, kernel_log=kernel_log, **gpu_kw) if nvml is not None
+           else _real_nvml(kernel_log, gpu_kw))
     if gpu is not None and gpu.check():
         collectors.append(gpu)
     elif gpu is not None:
@@ -83,15 +93,26 @@ def build_agent(cfg: AgentConfig, *, collectors: list[Collector] | None = None,
     return Agent(node=node, collectors=supervised, spool=spool, store=store, interval=cfg.interval)
 
 
-def serve_metrics(agent: Agent, addr: str) -> Any:
+def serve_metrics(agent: Agent, addr: str, cfg: AgentConfig | None = None) -> Any:
+    """``/metrics`` on ``addr``; over HTTPS and behind basic auth when ``cfg`` asks for them."""
     from agent.exporter import MetricsServer
+    from agent.scrape_auth import BasicAuthCheck, ScrapeAuthError, tls_context
 
     host, port = parse_addr(addr)
+    tls = auth = None
     try:
-        server = MetricsServer(agent, host, port)
+        if cfg is not None and cfg.metrics_tls_cert and cfg.metrics_tls_key:
+            tls = tls_context(cfg.metrics_tls_cert, cfg.metrics_tls_key)
+        if cfg is not None and cfg.metrics_basic_auth_user and cfg.metrics_basic_auth_password:
+            auth = BasicAuthCheck(cfg.metrics_basic_auth_user, cfg.metrics_basic_auth_password)
+    except ScrapeAuthError as exc:
+        raise AgentError(str(exc)) from None
+    try:
+        server = MetricsServer(agent, host, port, tls=tls, auth=auth)
     except OSError as exc:
         raise AgentError(f"cannot serve /metrics on {addr}: {exc.strerror}") from exc
-    log.info("serving /metrics on http://%s:%d/metrics", host, server.server_port)
+    log.info("serving /metrics on %s://%s:%d/metrics%s", "https" if tls else "http", host, server.server_port,
+             " (basic auth)" if auth else "")
     return server
 
 
@@ -106,7 +127,7 @@ def run_agent(cfg: AgentConfig, *, once: bool = False, max_cycles: int | None = 
                          indent=2, default=str))
         return 0
     agent = build_agent(cfg)
-    server = serve_metrics(agent, cfg.metrics_addr) if cfg.metrics_addr else None
+    server = serve_metrics(agent, cfg.metrics_addr, cfg) if cfg.metrics_addr else None
 
     def _signal(signum: int, _frame: Any) -> None:
         log.info("received %s: flushing and exiting", signal.Signals(signum).name)
@@ -117,9 +138,14 @@ def run_agent(cfg: AgentConfig, *, once: bool = False, max_cycles: int | None = 
         signal.signal(signal.SIGINT, _signal)
     log.info("agent %s on node %s: every %.3g s into %s", AGENT_VERSION, cfg.node_name, cfg.interval,
              "the store" if agent.store else "nowhere")
+    from agent.benchsched import start_for_agent
+
+    bench_stop = threading.Event()
+    start_for_agent(cfg, agent, bench_stop)  # scheduled benchmarks, when the config enables them
     try:
         agent.run(max_cycles=max_cycles)
     finally:
+        bench_stop.set()
         if server is not None:
             server.shutdown()
     left = len(agent.spool.pending())

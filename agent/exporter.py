@@ -7,6 +7,8 @@ A scrape only formats what the last cycle collected; it never calls NVML.
 
 from __future__ import annotations
 
+import logging
+import ssl
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -15,8 +17,11 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
+from agent.scrape_auth import BasicAuthCheck
 from collectors.nvml import CLOCK_EVENT_REASONS
 from collectors.records import Sample
+
+log = logging.getLogger(__name__)
 
 # (metric name, sample column, counter?, help). Every column of a sample kind that a user would
 # graph or alert on is here.
@@ -276,7 +281,8 @@ class MetricsServer:
     every Prometheus reads it.
     """
 
-    def __init__(self, agent: Any, host: str, port: int) -> None:
+    def __init__(self, agent: Any, host: str, port: int, *, tls: ssl.SSLContext | None = None,
+                 auth: BasicAuthCheck | None = None) -> None:
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
         from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -293,7 +299,20 @@ class MetricsServer:
                 return bytes(cache["body"])
 
         class Handler(BaseHTTPRequestHandler):
+            timeout = 30  # a client that stalls (in the TLS handshake too) is dropped, not waited for
+
+            def setup(self) -> None:
+                super().setup()
+                if isinstance(self.request, ssl.SSLSocket):  # handshake in this thread, not in accept()
+                    self.request.do_handshake()
+
             def do_GET(self) -> None:  # noqa: N802 - the http.server API
+                if auth is not None and not auth.check(self.headers.get("Authorization")):
+                    self.send_response(401)
+                    self.send_header("WWW-Authenticate", 'Basic realm="gpufleet metrics", charset="UTF-8"')
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 if self.path.split("?", 1)[0] not in ("/metrics", "/"):
                     self.send_error(404)
                     return
@@ -307,7 +326,14 @@ class MetricsServer:
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - scrapes are not news
                 pass
 
-        self.httpd = ThreadingHTTPServer((host, port), Handler)
+        class Server(ThreadingHTTPServer):
+            def handle_error(self, request: Any, client_address: Any) -> None:
+                # A failed handshake or a dropped scraper is the client's problem: one debug line, no traceback.
+                log.debug("/metrics request from %s failed", client_address[0], exc_info=True)
+
+        self.httpd = Server((host, port), Handler)
+        if tls is not None:
+            self.httpd.socket = tls.wrap_socket(self.httpd.socket, server_side=True, do_handshake_on_connect=False)
         self.httpd.daemon_threads = True
         self.server_port = self.httpd.server_address[1]
         self._thread = threading.Thread(target=self.httpd.serve_forever, name="metrics", daemon=True)

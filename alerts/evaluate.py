@@ -22,7 +22,7 @@ from alerts.event_rules import event
 from alerts.rules import Bench, Rule
 from alerts.series import idle_allocated, rate, threshold
 from db.models import BenchResult, BenchRun
-from db.stragglers import judge
+from db.stragglers import comparable_key, judge
 
 __all__ = ["Condition", "evaluate"]
 
@@ -41,28 +41,29 @@ def evaluate(engine: Engine, rules: Sequence[Rule], now: float | None = None) ->
 
 
 def bench(ctx: Context, rule: Rule) -> list[Condition]:
-    """Each GPU's latest ok result per (workload, metric) within the lookback, judged against the
-    fleet median of the same workload, metric and GPU model (``db.stragglers``)."""
+    """Each GPU's latest ok result per comparable group (workload, parameters, metric, fingerprint)
+    within the lookback, judged against the fleet's latest comparable results (``db.stragglers``)."""
     spec = rule.spec
     assert isinstance(spec, Bench)
     gpu = func.coalesce(BenchResult.gpu_id, BenchRun.gpu_id)
     q = (select(gpu.label("gpu_id"), BenchRun.workload, BenchResult.metric, BenchResult.unit,
-                BenchResult.value, BenchRun.started_at, BenchRun.environment)
+                BenchResult.value, BenchRun.started_at, BenchRun.config, BenchRun.environment)
          .join(BenchRun, BenchRun.id == BenchResult.run_id)
          .where(BenchRun.status == "ok", BenchRun.started_at > ctx.now - spec.lookback,
                 BenchRun.started_at <= ctx.now, BenchResult.value.is_not(None), gpu.is_not(None))
          .order_by(BenchRun.started_at, BenchResult.id))
     if spec.workloads:
         q = q.where(BenchRun.workload.in_(spec.workloads))
-    latest: dict[tuple[int, str, str], dict[str, Any]] = {}
+    latest: dict[tuple[Any, ...], dict[str, Any]] = {}
     for r in ctx.conn.execute(q):
         ref = ctx.gpus.get(r.gpu_id)
         if ref is None:
             continue
         env = r.environment if isinstance(r.environment, dict) else {}
-        latest[(r.gpu_id, r.workload, r.metric)] = {
-            "gpu_id": r.gpu_id, "workload": r.workload, "metric": r.metric, "unit": r.unit, "value": r.value,
-            "status": "ok", "started_at": r.started_at, "gpu_model": ref.model or env.get("gpu_model") or "unknown"}
+        row = {"gpu_id": r.gpu_id, "workload": r.workload, "metric": r.metric, "unit": r.unit, "value": r.value,
+               "status": "ok", "started_at": r.started_at, "gpu_model": ref.model or env.get("gpu_model") or "unknown",
+               "config": r.config, "environment": env}
+        latest[(r.gpu_id, *comparable_key(row))] = row
     rows = list(latest.values())
     out = []
     for row, verdict in zip(rows, judge(rows, spec.factor, spec.min_peers), strict=True):

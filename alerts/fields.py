@@ -89,8 +89,8 @@ _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _constr
 
 def load_yaml(text: str, source: str) -> Any:
     """Mappings and lists that know their line numbers; a syntax error is a one-line ConfigError."""
-    try:
-        return yaml.load(text, Loader=_Loader)  # noqa: S506 -- a SafeLoader subclass
+    try:  # _Loader is a SafeLoader subclass: the warning below about an unsafe load does not apply
+        return yaml.load(text, Loader=_Loader)  # noqa: S506  # nosec B506
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark is not None else ""

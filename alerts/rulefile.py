@@ -36,7 +36,10 @@ class Document:
     def __init__(self, text: str, filename: str) -> None:
         self.filename = filename
         self.lines: dict[str, int] = {}
-        loader = yaml.SafeLoader(text)
+        try:
+            loader = yaml.SafeLoader(text)  # reads the text: a control character fails here already
+        except yaml.YAMLError as exc:
+            raise RuleError(f"{filename}: not valid YAML: {str(exc).splitlines()[0]}") from None
         try:
             node = loader.get_single_node()
             self.data = None if node is None else self._value(loader, node, "")
@@ -45,7 +48,7 @@ class Document:
             line = f" line {mark.line + 1}" if mark else ""
             raise RuleError(f"{filename}{line}: not valid YAML: {exc.problem or exc.context}") from None
         except yaml.YAMLError as exc:
-            raise RuleError(f"{filename}: not valid YAML: {exc}") from None
+            raise RuleError(f"{filename}: not valid YAML: {str(exc).splitlines()[0]}") from None
         finally:
             loader.dispose()
 

@@ -603,7 +603,8 @@ class Generator:
             "remapped_rows_uncorrectable": (unc > 0).astype(np.int64), "remapped_rows_pending": pending,
             "remapped_rows_failure": False, "process_count": procs, "mig_mode": 0,
         }
-        flat = [cols[c].reshape(-1).tolist() if isinstance(cols[c], np.ndarray) else repeat(cols[c]) for c in GPU_COLS]
+        flat = [cols[c].reshape(-1).tolist() if isinstance(cols.get(c), np.ndarray) else repeat(cols.get(c))
+                for c in GPU_COLS]
         rows: list[tuple[Any, ...]] = list(zip(*flat))  # ts-major: row t*G + g
         # Incidents: statuses and absent nodes.
         ok = np.ones((n_t, G), dtype=bool)

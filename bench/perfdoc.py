@@ -104,11 +104,14 @@ def table(head: Sequence[str], rows: Iterable[Sequence[object]]) -> list[str]:
     return out
 
 
-def write_section(name: str, lines: Sequence[str], doc: Path = DOC) -> None:
-    """Replace the section ``name`` of the performance doc (appended if it is not there yet)."""
-    start, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
+def write_section(name: str, lines: Sequence[str], doc: Path = DOC, kind: str = "bench",
+                  title: str = "# Performance") -> None:
+    """Replace the section ``name`` of the performance doc (appended if it is not there yet); ``doc``,
+    ``kind`` (the marker prefix, ``<!-- KIND:NAME -->``) and ``title`` (of a new doc) serve other docs,
+    e.g. ``docs/VALIDATION.md`` with ``kind="validation"``."""
+    start, end = f"<!-- {kind}:{name} -->", f"<!-- /{kind}:{name} -->"
     body = "\n".join([start, *lines, end])
-    text = doc.read_text() if doc.exists() else "# Performance\n"
+    text = doc.read_text() if doc.exists() else title + "\n"
     pattern = re.compile(re.escape(start) + r".*?" + re.escape(end), re.S)
     if pattern.search(text):
         text = pattern.sub(lambda _m: body, text, count=1)

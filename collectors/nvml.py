@@ -93,7 +93,7 @@ class NvmlCollector:
 
     def __init__(self, nvml: Any = None, *, clock: Callable[[], float] = time.time,
                  kernel_log: KernelLog | None = None, event_wait_ms: int = 500, event_thread: bool = True,
-                 process_name: Callable[[int], str | None] | None = None) -> None:
+                 process_name: Callable[[int], str | None] | None = None, process_rows: bool = True) -> None:
         if nvml is None:
             import pynvml  # nvidia-ml-py
 
@@ -106,7 +106,8 @@ class NvmlCollector:
         # time, which is what a replay on a simulated clock (the demo's history) needs.
         self.event_thread = event_thread
         self._event_set: Any = None
-        self.process_name = process_name
+        self.process_name = process_name  # pid -> name (collectors.procinfo.ProcessIdentity in production)
+        self.process_rows = process_rows  # False: no per-process rows (process_privacy: off), only the count
         self._initialised = False
         self._inventory: dict[int, GpuInfo] = {}  # index → last GpuInfo
         self._unsupported: dict[int, set[str]] = {}
@@ -194,7 +195,7 @@ class NvmlCollector:
         records.extend(self._transitions(index, uuid, now, values))
         processes = values.pop("_processes")
         records.append(Sample("gpu", now, {"gpu_index": index, "gpu_uuid": uuid}, values))
-        for p in processes:
+        for p in processes if self.process_rows else ():
             records.append(Sample("gpu_process", now, {"gpu_index": index, "gpu_uuid": uuid, "pid": p.pid},
                                   {"name": self.process_name(p.pid) if self.process_name else None,
                                    "used_memory_bytes": p.usedGpuMemory, "mig_instance": p.mig}))

@@ -287,19 +287,23 @@ def with_rates(series: pd.DataFrame) -> pd.DataFrame:
 
 
 def stragglers(results: pd.DataFrame, ratio: float = d.STRAGGLER_RATIO, min_peers: int = MIN_PEERS) -> pd.DataFrame:
-    """Results with the fleet median of their (workload, metric, GPU model) group, their ratio to it
+    """Results with the fleet median of their comparable group (workload, metric, parameters, device
+    model and the rest of the fingerprint), their ratio to it, severity (warn, fail), robust z-score
     and whether they are stragglers (``db.stragglers.judge``, the definition the ``bench_slow``
-    alert uses too). Groups with fewer than ``min_peers`` results have no verdict."""
+    alert and events use too). Groups with fewer than ``min_peers`` results have no verdict."""
     df = results.copy()
     if "env_gpu_model" in df:
         df["gpu_model"] = df["gpu_model"].fillna(df["env_gpu_model"])
     df["gpu_model"] = df["gpu_model"].fillna("unknown")
-    rows = df.reindex(columns=["workload", "metric", "unit", "gpu_model", "value", "status"]).to_dict("records")
+    rows = df.reindex(columns=["workload", "metric", "unit", "gpu_model", "value", "status", "config",
+                               "environment"]).to_dict("records")
     verdicts = judge(rows, ratio, min_peers)
     df["fleet_median"] = pd.Series([v.fleet_median for v in verdicts], index=df.index, dtype="float64")
     df["peers"] = pd.Series([v.peers for v in verdicts], index=df.index, dtype="int64")
     df["ratio"] = pd.Series([v.ratio for v in verdicts], index=df.index, dtype="float64")
     df["straggler"] = pd.Series([v.straggler for v in verdicts], index=df.index, dtype="bool")
+    df["severity"] = pd.Series([v.severity for v in verdicts], index=df.index, dtype="object")
+    df["robust_z"] = pd.Series([v.z for v in verdicts], index=df.index, dtype="float64")
     return df
 
 

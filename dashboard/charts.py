@@ -369,3 +369,74 @@ def delivery_attempts(buckets: pd.DataFrame, window: tuple[object, object], step
     fig.update_xaxes(title_text=TIME_AXIS, range=[_time(t) for t in window])
     fig.update_yaxes(title_text=f"attempts (count per {step // 60} min)", rangemode="tozero")
     return _layout(fig, height=300)
+
+
+# -- planner ------------------------------------------------------------------------------------
+
+SEVERITY_COLORS = {"critical": STATE_COLORS["unhealthy"], "warning": STATE_COLORS["throttled"], "info": "#1565c0"}
+
+
+def forecast_fan(history: pd.DataFrame, forecast: pd.DataFrame, usable: pd.Series, target: float, level: float,
+                 unit: str = "GPUs") -> go.Figure:
+    """Demand history and its forecast with the prediction interval as a band, against capacity and
+    usable capacity × target. ``history``: demand, capacity by time; ``forecast``: mean, lower, upper."""
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=history.index, y=history["capacity"], name="capacity", mode="lines",
+                             line={"color": STATE_COLORS["down"], "width": 1, "shape": "hv"},
+                             hovertemplate=f"capacity: %{{y:,.0f}} {unit}<extra></extra>"))
+    fig.add_trace(go.Scatter(x=history.index, y=history["demand"], name="demand", mode="lines",
+                             line={"color": GPU_COLORS[0], "width": 1.5},
+                             hovertemplate=f"demand: %{{y:,.1f}} {unit}<extra></extra>"))
+    fig.add_trace(go.Scatter(x=forecast.index, y=forecast["upper"], mode="lines", line={"width": 0},
+                             showlegend=False, hoverinfo="skip"))
+    fig.add_trace(go.Scatter(x=forecast.index, y=forecast["lower"], mode="lines", line={"width": 0}, fill="tonexty",
+                             fillcolor="rgba(255,127,14,0.25)", name=f"{level:.0%} interval",
+                             hovertemplate=f"%{{y:,.1f}} {unit} (interval)<extra></extra>"))
+    fig.add_trace(go.Scatter(x=forecast.index, y=forecast["mean"], name="forecast", mode="lines",
+                             line={"color": GPU_COLORS[1], "width": 2},
+                             hovertemplate=f"forecast: %{{y:,.1f}} {unit}<extra></extra>"))
+    fig.add_trace(go.Scatter(x=usable.index, y=usable * target, name=f"usable × {target:.0%}", mode="lines",
+                             line={"color": STATE_COLORS["unhealthy"], "dash": "dash", "width": 1.5},
+                             hovertemplate=f"usable × target: %{{y:,.0f}} {unit}<extra></extra>"))
+    fig.update_layout(title="Demand vs capacity, with the forecast", hovermode="x unified")
+    fig.update_xaxes(title_text=TIME_AXIS)
+    fig.update_yaxes(title_text=f"{unit} (hourly mean)", rangemode="tozero")
+    return _layout(fig, height=400)
+
+
+def whatif_allocation(series: dict[str, dict[str, list[float]]]) -> go.Figure:
+    """GPU allocation and queued jobs over simulated time, one line per simulated fleet.
+    ``series``: fleet label → ``SimResult.series()`` (time_s, allocation_ratio, queued)."""
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, vertical_spacing=0.08)
+    for i, (label, s) in enumerate(series.items()):
+        hours = [t / 3600 for t in s["time_s"]]
+        colour = GPU_COLORS[i % len(GPU_COLORS)]
+        fig.add_trace(go.Scatter(x=hours, y=[a * 100 for a in s["allocation_ratio"]], name=label, mode="lines",
+                                 line={"color": colour}, legendgroup=label,
+                                 hovertemplate=f"{label}: %{{y:.0f}}% allocated<extra></extra>"), row=1, col=1)
+        fig.add_trace(go.Scatter(x=hours, y=s["queued"], name=label, mode="lines", line={"color": colour},
+                                 legendgroup=label, showlegend=False,
+                                 hovertemplate=f"{label}: %{{y}} queued<extra></extra>"), row=2, col=1)
+    fig.update_layout(title="What-if: GPU allocation and queue over simulated time")
+    fig.update_yaxes(title_text="GPUs allocated (%)", range=[0, 100], row=1, col=1)
+    fig.update_yaxes(title_text="jobs queued", rangemode="tozero", row=2, col=1)
+    fig.update_xaxes(title_text="simulated time (hours)", row=2, col=1)
+    return _layout(fig, height=420)
+
+
+def recommendation_counts(recs: pd.DataFrame) -> go.Figure:
+    """Recommendations per kind, stacked by severity. ``recs``: kind, severity."""
+    fig = go.Figure()
+    counts = recs.groupby(["kind", "severity"]).size().rename("n").reset_index() if len(recs) else recs
+    for severity, colour in SEVERITY_COLORS.items():
+        g = counts[counts["severity"] == severity] if len(counts) else counts
+        if len(g):
+            fig.add_trace(go.Bar(x=g["kind"], y=g["n"], name=severity, marker_color=colour,
+                                 hovertemplate=f"%{{x}}, {severity}: %{{y}}<extra></extra>"))
+    if not len(recs):
+        fig.add_annotation(text="Nothing to recommend", showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5,
+                           font={"size": 14, "color": "#607d8b"})
+    fig.update_layout(title="Recommendations by kind and severity", barmode="stack")
+    fig.update_xaxes(title_text="kind")
+    fig.update_yaxes(title_text="recommendations (count)", rangemode="tozero")
+    return _layout(fig, height=300)

@@ -367,3 +367,64 @@ def health(url: str, scope: Scope) -> pd.DataFrame:
     df["is_gpu"] = df["entity"] != "node"
     df = df.sort_values(["rank", "is_gpu", "node", "gpu"], na_position="first", kind="stable")
     return df.drop(columns=["rank", "is_gpu"]).reset_index(drop=True)
+
+
+# -- planner (issue 7): the Capacity and Recommendations pages ----------------------------------
+
+PLANNER_HISTORY_SECONDS = 28 * 86400  # the history a forecast reads, as `gpufleet plan forecast`
+
+
+@st.cache_data(ttl=RANGE_TTL, show_spinner=False)
+def recommendations(url: str, at: float, window: float) -> list[Any]:
+    """``planner.recommend.recommend`` over [at − window, at): what `gpufleet plan recommend` lists."""
+    from planner.recommend import recommend
+
+    return recommend(engine(url), now=at, window=window)
+
+
+@st.cache_data(ttl=RANGE_TTL, show_spinner=False)
+def capacity_outlook(url: str, at: float, horizon_hours: int, target: float, backtest_hours: int) -> Any:
+    """(the last 28 days' demand, its forecast (``planner.whatif.capacity_outlook``) or why there is none)."""
+    from planner.demand import fleet_gpu_model, unhealthy_gpus
+    from planner.whatif import capacity_outlook as outlook
+    from planner.whatif import store_usage
+
+    eng = engine(url)
+    usage = store_usage(eng, at - PLANNER_HISTORY_SECONDS, at)
+    if usage is None:
+        return None, "no jobs and no GPU telemetry in the last 28 days"
+    return usage, outlook(usage, horizon_hours=horizon_hours, target=target, model=fleet_gpu_model(eng),
+                          unavailable=unhealthy_gpus(eng), backtest_hours=backtest_hours)
+
+
+@st.cache_data(ttl=RANGE_TTL, show_spinner=False)
+def whatif(url: str, at: float, queue: str, placement: str, add_model: str | None, add_gpus: int,
+           target_p90_s: float | None) -> dict[str, Any]:
+    """Simulate the store's last week of jobs (or a synthetic trace sized to the fleet) on the fleet as it
+    is and with ``add_gpus`` more GPUs of ``add_model``; with ``target_p90_s``, the fewest added nodes of
+    that model that keep the p90 queueing delay under it."""
+    from planner.simulate import capacity_search, node_template, simulate
+    from planner.whatif import gpus_per_node, nodes_for, store_cluster, store_trace
+
+    eng = engine(url)
+    cluster = store_cluster(eng)
+    trace = store_trace(eng, cluster, at - 7 * 86400, at)
+    out: dict[str, Any] = {"trace": trace.source, "jobs": len(trace.trace)}
+    base = simulate(cluster, trace.trace, queue, placement)
+    out["runs"] = [{"fleet": "as is", **base.summary()}]
+    out["series"] = {"as is": base.series()}
+    if add_model:
+        template = node_template(cluster, add_model, gpus_per_node(cluster, add_model))
+        added = nodes_for(add_gpus, template.gpus)
+        if added:
+            more = simulate(cluster.with_nodes(template, added), trace.trace, queue, placement)
+            label = f"+{added * template.gpus} {add_model}"
+            out["runs"].append({"fleet": label, **more.summary()})
+            out["series"][label] = more.series()
+        if target_p90_s is not None:
+            search = capacity_search(cluster, trace.trace, template, target_p90_s, max_added=64, queue=queue,
+                                     placement=placement)
+            out["search"] = {"model": add_model, "gpus_per_node": template.gpus, "added_nodes": search.added_nodes,
+                             "added_gpus": search.added_gpus, "target_p90_s": target_p90_s,
+                             "evaluations": dict(sorted(search.evaluations.items()))}
+    return out

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from db.readmodels import MINUTE_MAX_SECONDS, RAW_MAX_SECONDS
 from db.rollups import IDLE_UTILIZATION, THROTTLE
-from db.stragglers import STRAGGLER_RATIO  # noqa: F401  (shared with the bench_slow alert)
+from db.stragglers import STRAGGLER_RATIO, Z_LIMIT  # shared with the bench_slow alert and events
 
 BUSY_UTILIZATION = IDLE_UTILIZATION  # a sample at or above this utilization is busy
 THROTTLE_MASK = THROTTLE  # power cap 0x4, HW slowdown 0x8, SW thermal 0x20, HW thermal 0x40, power brake 0x80
@@ -54,9 +54,12 @@ MTBF_CAPTION = (
     "of the range / failures anywhere."
 )
 STRAGGLER_CAPTION = (
-    f"A **straggler** is a result below {STRAGGLER_RATIO:g} x the fleet median for the same workload, metric "
-    "and GPU model (above median / 0.9 for metrics where lower is better: latency, time). Evidence: the "
-    "share of the run's samples with a throttling reason, its peak temperature and mean clocks."
+    f"A **straggler** is a result at or below {STRAGGLER_RATIO:g} x the fleet median of comparable results: same "
+    "workload, parameters and metric, same device model, dtype, torch and driver (at or above median / "
+    f"{STRAGGLER_RATIO:g} where lower is better: latency, time). 5% off the median, or a robust z-score "
+    f"(median/MAD) beyond {Z_LIMIT:g} at least 2% off, is a warning. Two straggling runs in a row raise a "
+    "`bench_slow` event. Evidence: the share of the run's samples with a throttling reason, its peak "
+    "temperature and mean clocks."
 )
 EMPTY_STORE = (
     "There is no data in this store yet. Start an agent on a GPU server with `gpufleet agent run --db URL`, "

@@ -27,12 +27,16 @@ NODE = PageSpec("views/node.py", "Node and GPU detail", ":material/dns:", "node"
 FAILURES = PageSpec("views/failures.py", "Failures", ":material/report:", "failures")
 BENCHMARKS = PageSpec("views/benchmarks.py", "Benchmarks", ":material/speed:", "benchmarks")
 ALERTS = PageSpec("views/alerts.py", "Alerts", ":material/notifications_active:", "alerts")
+AUDIT = PageSpec("views/audit.py", "Audit", ":material/history:", "audit")
+CAPACITY = PageSpec("views/capacity.py", "Capacity", ":material/trending_up:", "capacity")
+RECOMMENDATIONS = PageSpec("views/recommendations.py", "Recommendations", ":material/task_alt:", "recommendations")
 
 SECTIONS: dict[str, list[PageSpec]] = {
     "Fleet": [OVERVIEW, NODE],
     "Reliability": [FAILURES],
     "Performance": [BENCHMARKS],
-    "Operations": [ALERTS],
+    "Planning": [CAPACITY, RECOMMENDATIONS],
+    "Operations": [ALERTS, AUDIT],
 }
 
 

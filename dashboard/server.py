@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 
@@ -19,16 +19,17 @@ def app_path() -> Path:
     return Path(str(resources.files("dashboard").joinpath("app.py")))
 
 
-def command(db_url: str | None, port: int, address: str) -> list[str]:
+def command(db_url: str | None, port: int, address: str, secrets_files: Sequence[Path] = ()) -> list[str]:
     """The ``streamlit run`` command line for the dashboard, headless and without usage stats.
 
     ``db_url`` is checked here (a bad URL fails with ``db.engine.StoreError`` before Streamlit
-    starts) but travels in the environment: see ``environment``."""
+    starts) but travels in the environment: see ``environment``. ``secrets_files``: the secrets.toml
+    files Streamlit reads, in order, instead of its default places (sign-in and roles, ``dashboard.access``)."""
     if db_url:
         parse_url(db_url)
     return [sys.executable, "-m", "streamlit", "run", str(app_path()),
             "--server.headless", "true", "--server.port", str(int(port)), "--server.address", address,
-            "--browser.gatherUsageStats", "false"]
+            "--browser.gatherUsageStats", "false", *(a for f in secrets_files for a in ("--secrets.files", str(f)))]
 
 
 def environment(db_url: str | None, base: Mapping[str, str] | None = None) -> dict[str, str]:

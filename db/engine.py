@@ -10,6 +10,8 @@ from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
+from db.secrets import SecretError, database_url, redact_url
+
 MIGRATIONS = Path(__file__).with_name("migrations")
 HEAD_TABLE = "alembic_version"
 
@@ -25,8 +27,12 @@ def default_url() -> str:
 
 
 def resolve_url(url: str | None) -> str:
-    """The URL to use: the argument, else ``GPUFLEET_DB_URL``, else the default SQLite file."""
-    return url or os.environ.get("GPUFLEET_DB_URL") or default_url()
+    """The URL to use: the argument, else ``GPUFLEET_DB_URL`` (or ``_FILE``), else the default SQLite file; with
+    ``GPUFLEET_DB_PASSWORD`` (or ``_FILE``) merged in when the URL has no password (``db.secrets``)."""
+    try:
+        return database_url(url) or default_url()
+    except SecretError as exc:
+        raise StoreError(str(exc)) from None
 
 
 def parse_url(url: str) -> URL:
@@ -54,12 +60,8 @@ def parse_url(url: str) -> URL:
 
 
 def redact(url: str | URL) -> str:
-    """The URL with any password hidden, safe for logs and error messages."""
-    try:
-        parsed = url if isinstance(url, URL) else make_url(url)
-    except ArgumentError:
-        return "<unparseable URL>"
-    return parsed.render_as_string(hide_password=True)
+    """The URL with any password (also ``?password=``) hidden, safe for logs and error messages."""
+    return redact_url(url)
 
 
 def make_engine(url: str | None = None, *, busy_timeout_ms: int = 2000, **kwargs: Any) -> Engine:
@@ -68,7 +70,12 @@ def make_engine(url: str | None = None, *, busy_timeout_ms: int = 2000, **kwargs
     SQLite: WAL journal, ``synchronous=NORMAL`` (durable across application crashes, which is what
     the agent's spool needs) and a short busy timeout, so a locked file makes the writer spool
     instead of stalling the collection loop. The parent folder is created.
-    PostgreSQL: psycopg 3, a pre-ping pool so a restarted server is reconnected transparently.
+    PostgreSQL: psycopg 3 and a pool that survives a server restart: ``pool_pre_ping`` tests a
+    connection before handing it out, connections are recycled every half hour (a backend does not
+    live for ever behind a proxy or PgBouncer), TCP keepalives notice a server that vanished
+    mid-statement, and ``application_name`` names the process in ``pg_stat_activity``. Pool size,
+    overflow and recycle come from ``GPUFLEET_DB_POOL_SIZE``, ``GPUFLEET_DB_MAX_OVERFLOW`` and
+    ``GPUFLEET_DB_POOL_RECYCLE`` when set (see docs/SCALING.md); ``kwargs`` override everything.
     """
     parsed = parse_url(resolve_url(url))
     if parsed.get_backend_name() == "sqlite":
@@ -89,12 +96,41 @@ def make_engine(url: str | None = None, *, busy_timeout_ms: int = 2000, **kwargs
             cur.close()
 
         return engine
+    for name, (env, default) in POOL_SETTINGS.items():
+        kwargs.setdefault(name, _env_int(env, default))
     kwargs.setdefault("pool_pre_ping", True)
-    kwargs.setdefault("pool_size", 5)
-    kwargs.setdefault("max_overflow", 5)
-    connect_args = kwargs.pop("connect_args", {})
-    connect_args.setdefault("connect_timeout", 5)
+    kwargs.setdefault("pool_timeout", 10)
+    connect_args = {k: v for k, v in PG_CONNECT_ARGS.items() if k not in parsed.query}
+    connect_args.update(kwargs.pop("connect_args", {}))
     return create_engine(parsed, connect_args=connect_args, **kwargs)
+
+
+# create_engine setting -> (environment variable, default). An agent's writer uses one connection at
+# a time, so the pool stays at one per agent; the dashboard and controller use a few.
+POOL_SETTINGS = {
+    "pool_size": ("GPUFLEET_DB_POOL_SIZE", 5),
+    "max_overflow": ("GPUFLEET_DB_MAX_OVERFLOW", 5),
+    "pool_recycle": ("GPUFLEET_DB_POOL_RECYCLE", 1800),
+}
+# libpq settings unless the URL's query names them (``?sslmode=verify-full&application_name=…``).
+PG_CONNECT_ARGS: dict[str, Any] = {
+    "connect_timeout": 5,
+    "application_name": "gpufleet",
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+}
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise StoreError(f"{name}={raw!r}: expected a whole number") from None
 
 
 def _alembic_config(engine: Engine) -> Any:

@@ -38,6 +38,13 @@ NAMING = {
 IdType = BigInteger().with_variant(Integer(), "sqlite")
 
 
+def _ts_index(table: str) -> Index:
+    """The index on a sample table's ``ts``: BRIN on PostgreSQL (rows arrive in time order, so one
+    summary per 128 pages finds a time range in a few pages of index, where a B-tree costs ~22 bytes
+    per row and a hot right-most leaf that every agent's COPY contends on), a B-tree on SQLite."""
+    return Index(f"ix_{table}_ts", "ts", postgresql_using="brin", postgresql_with={"autosummarize": "on"})
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
     type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
@@ -86,7 +93,7 @@ class Gpu(Base):
 
 class GpuSample(Base):
     __tablename__ = "gpu_samples"
-    __table_args__ = (Index("ix_gpu_samples_ts", "ts"),)
+    __table_args__ = (_ts_index("gpu_samples"),)
 
     gpu_id: Mapped[int] = mapped_column(ForeignKey("gpus.id", ondelete="CASCADE"), primary_key=True)
     ts: Mapped[float] = mapped_column(Float, primary_key=True)
@@ -133,11 +140,21 @@ class GpuSample(Base):
     remapped_rows_failure: Mapped[bool | None] = mapped_column(Boolean)
     process_count: Mapped[int | None] = mapped_column(Integer)
     mig_mode: Mapped[int | None] = mapped_column(Integer)
+    # DCGM-only (migration 0004; filled by `gpufleet import prometheus`, NULL from NVML): profiling
+    # activity, the real measure of how busy a GPU is, and NVLink throughput.
+    gr_engine_active_ratio: Mapped[float | None] = mapped_column(Float)
+    sm_active_ratio: Mapped[float | None] = mapped_column(Float)
+    sm_occupancy_ratio: Mapped[float | None] = mapped_column(Float)
+    tensor_active_ratio: Mapped[float | None] = mapped_column(Float)
+    dram_active_ratio: Mapped[float | None] = mapped_column(Float)
+    nvlink_tx_bytes_per_second: Mapped[float | None] = mapped_column(Float)
+    nvlink_rx_bytes_per_second: Mapped[float | None] = mapped_column(Float)
+    nvlink_bytes_per_second: Mapped[float | None] = mapped_column(Float)  # tx + rx, all links
 
 
 class GpuProcessSample(Base):
     __tablename__ = "gpu_process_samples"
-    __table_args__ = (Index("ix_gpu_process_samples_ts", "ts"),)
+    __table_args__ = (_ts_index("gpu_process_samples"),)
 
     gpu_id: Mapped[int] = mapped_column(ForeignKey("gpus.id", ondelete="CASCADE"), primary_key=True)
     ts: Mapped[float] = mapped_column(Float, primary_key=True)
@@ -150,7 +167,7 @@ class GpuProcessSample(Base):
 
 class HostSample(Base):
     __tablename__ = "host_samples"
-    __table_args__ = (Index("ix_host_samples_ts", "ts"),)
+    __table_args__ = (_ts_index("host_samples"),)
 
     node_id: Mapped[int] = mapped_column(ForeignKey("nodes.id", ondelete="CASCADE"), primary_key=True)
     ts: Mapped[float] = mapped_column(Float, primary_key=True)
@@ -171,7 +188,7 @@ class HostSample(Base):
 
 class InterfaceSample(Base):
     __tablename__ = "interface_samples"
-    __table_args__ = (Index("ix_interface_samples_ts", "ts"),)
+    __table_args__ = (_ts_index("interface_samples"),)
 
     node_id: Mapped[int] = mapped_column(ForeignKey("nodes.id", ondelete="CASCADE"), primary_key=True)
     interface: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -197,7 +214,7 @@ class InterfaceSample(Base):
 
 class DiskSample(Base):
     __tablename__ = "disk_samples"
-    __table_args__ = (Index("ix_disk_samples_ts", "ts"),)
+    __table_args__ = (_ts_index("disk_samples"),)
 
     node_id: Mapped[int] = mapped_column(ForeignKey("nodes.id", ondelete="CASCADE"), primary_key=True)
     device: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -219,7 +236,7 @@ class DiskSample(Base):
 
 class FilesystemSample(Base):
     __tablename__ = "filesystem_samples"
-    __table_args__ = (Index("ix_filesystem_samples_ts", "ts"),)
+    __table_args__ = (_ts_index("filesystem_samples"),)
 
     node_id: Mapped[int] = mapped_column(ForeignKey("nodes.id", ondelete="CASCADE"), primary_key=True)
     path: Mapped[str] = mapped_column(String(512), primary_key=True)
@@ -523,3 +540,90 @@ class Lease(Base):
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     holder: Mapped[str] = mapped_column(String(128))
     expires_at: Mapped[float] = mapped_column(Float)
+
+
+class AuditEntry(Base):
+    """One operator action or configuration change: who, when, through what, what on what, and how it
+    ended. Insert-only: ``db.audit`` has no update or delete, and triggers (migration 0006) refuse both."""
+
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_log_ts", "ts"),)
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True)
+    ts: Mapped[float] = mapped_column(Float)
+    actor: Mapped[str] = mapped_column(String(255))  # e-mail or subject of a signed-in user, or an OS user
+    source: Mapped[str] = mapped_column(String(32))  # dashboard | cli | controller
+    action: Mapped[str] = mapped_column(String(64))  # silence.create, config.load, ...
+    target: Mapped[str | None] = mapped_column(Text)
+    details: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    outcome: Mapped[str] = mapped_column(String(16))  # ok | failed | denied
+    message: Mapped[str | None] = mapped_column(Text)
+
+
+# -- per-node rollups (issue 6) ------------------------------------------------------------------
+
+
+class _NodeRollup:
+    """Per-node aggregates over a time bucket (``ts`` is its start), built from the GPU rollups of
+    the same bucket and the node's host samples: what a fleet page needs per node without reading
+    a row per GPU. Power and memory are sums over the node's GPUs of each GPU's mean."""
+
+    node_id: Mapped[int] = mapped_column(IdType, primary_key=True)
+    ts: Mapped[float] = mapped_column(Float, primary_key=True)
+    gpu_samples: Mapped[int] = mapped_column(Integer)
+    gpus_reporting: Mapped[int] = mapped_column(Integer)  # GPUs with at least one ok sample
+    utilization_avg: Mapped[float | None] = mapped_column(Float)  # over every ok sample of every GPU
+    utilization_max: Mapped[float | None] = mapped_column(Float)
+    utilization_min: Mapped[float | None] = mapped_column(Float)
+    power_sum_watts: Mapped[float | None] = mapped_column(Float)
+    memory_used_sum_bytes: Mapped[float | None] = mapped_column(Float)
+    temperature_max_celsius: Mapped[float | None] = mapped_column(Float)
+    throttled_ratio: Mapped[float | None] = mapped_column(Float)
+    host_samples: Mapped[int] = mapped_column(Integer)
+    cpu_utilization_avg: Mapped[float | None] = mapped_column(Float)
+    cpu_utilization_max: Mapped[float | None] = mapped_column(Float)
+    host_memory_used_avg_bytes: Mapped[float | None] = mapped_column(Float)
+
+
+class NodeRollup1m(_NodeRollup, Base):
+    __tablename__ = "node_rollups_1m"
+    __table_args__ = (Index("ix_node_rollups_1m_ts", "ts"),)
+
+
+class NodeRollup1h(_NodeRollup, Base):
+    __tablename__ = "node_rollups_1h"
+    __table_args__ = (Index("ix_node_rollups_1h_ts", "ts"),)
+
+
+# -- Prometheus import (issue 6) -----------------------------------------------------------------
+
+
+class ImportCursor(Base):
+    """How far a continuous import has committed: every grid point up to ``done_until`` of the
+    source is in the store, so a restarted import resumes after it, neither re-importing nor skipping."""
+
+    __tablename__ = "import_cursors"
+
+    source: Mapped[str] = mapped_column(String(32), primary_key=True)  # prometheus
+    url: Mapped[str] = mapped_column(String(512), primary_key=True)  # without credentials
+    step: Mapped[float] = mapped_column(Float)
+    done_until: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[float] = mapped_column(Float)
+
+
+# -- planner (issue 7) ---------------------------------------------------------------------------
+
+
+class RecommendationAck(Base):
+    """An operator's acknowledgement of a recommendation (``planner.recommend``), by the recommendation's
+    stable id (a hash of its kind and target), so the same finding stays acknowledged while it lasts. An
+    acknowledged drain or reset marks its GPUs or node as draining for placement advice."""
+
+    __tablename__ = "recommendation_acks"
+
+    rec_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    target: Mapped[str] = mapped_column(String(255))
+    actor: Mapped[str] = mapped_column(String(255))
+    ts: Mapped[float] = mapped_column(Float)
+    note: Mapped[str | None] = mapped_column(Text)

@@ -14,6 +14,15 @@ from db.engine import ensure_schema, make_engine
 log = logging.getLogger(__name__)
 
 
+def controller_tasks() -> list[Any]:
+    """Periodic work of other packages the controller runs as leader: the benchmark straggler
+    detector (``bench_slow`` events after two consecutive slow runs)."""
+    from alerts.controller import Task
+    from planner.stragglers import refresh
+
+    return [Task("bench_stragglers", 600.0, lambda engine, now: refresh(engine, now))]
+
+
 def add_parsers(sub: Any, add_db: Any) -> None:
     ctl = sub.add_parser("controller", help="the one-per-fleet alerting and maintenance service")
     ctl_sub = ctl.add_subparsers(dest="controller_command", required=True, metavar="ACTION")
@@ -64,7 +73,8 @@ def _controller(args: argparse.Namespace) -> int:
 
     config = load_config(args.config)
     engine = _engine(args)
-    controller = Controller(engine, config)
+    controller = Controller(engine, config, tasks=controller_tasks())
+    _audit_config(engine, args.config, controller)
     if args.once:
         report = controller.cycle()
         print(f"leader={report.leader} conditions={report.conditions} notifications={report.notifications} "
@@ -84,6 +94,25 @@ def _controller(args: argparse.Namespace) -> int:
              controller.settings.evaluation_interval)
     controller.run(max_cycles=args.cycles)
     return 0
+
+
+def _audit_config(engine: Any, path: str | None, controller: Any) -> None:
+    """Record the configuration this controller starts with, when it differs from the last one recorded
+    for the same file: the SHA-256 of the file and of its rule file and what they define, never their
+    contents (they may hold webhook secrets)."""
+    import hashlib
+    from pathlib import Path
+
+    from db import audit
+
+    files = [p for p in (path, controller.settings.rules) if p]
+    receivers = sorted(controller.config.receivers)
+    details = {"sha256": {str(Path(p).resolve()): hashlib.sha256(Path(p).read_bytes()).hexdigest() for p in files},
+               "receivers": receivers, "rules": len(controller.rules)}
+    target = f"alerting config {Path(path).resolve()}" if path else "alerting config (built-in default)"
+    if audit.record_change(engine, audit.os_user(), "config.load", target, details, source=audit.CONTROLLER,
+                           message=f"{len(controller.rules)} rules, {len(receivers)} receivers"):
+        log.info("audit: new %s recorded", target)
 
 
 def _test(args: argparse.Namespace) -> int:
@@ -135,14 +164,22 @@ def _list(args: argparse.Namespace) -> int:
 def _silence(args: argparse.Namespace) -> int:
     from alerts.rules import parse_duration
     from alerts.silences import create_silence, expire_silence, list_silences
+    from db import audit
     from gpufleet.cli import UserError
 
     engine = _engine(args)
+    actor = audit.os_user()
     try:
         if args.expire is not None:
-            if not expire_silence(engine, args.expire):
-                raise UserError(f"no active silence {args.expire}")
-            print(f"silence {args.expire} expired")
+            with audit.action(engine, actor, "silence.expire", f"silence {args.expire}", source=audit.CLI) as act:
+                try:
+                    expired = expire_silence(engine, args.expire)
+                except ValueError as exc:
+                    raise UserError(str(exc)) from None
+                if not expired:
+                    raise UserError(f"no active silence {args.expire}")
+                act.message = f"silence {args.expire} expired"
+            print(act.message)
         elif args.list or not args.matchers:
             for s in list_silences(engine, include_expired=args.list):
                 until = time.strftime("%Y-%m-%d %H:%M", time.gmtime(s.ends_at))
@@ -152,11 +189,16 @@ def _silence(args: argparse.Namespace) -> int:
                 duration = parse_duration(args.duration)
             except ValueError as exc:
                 raise UserError(f"--duration: {exc}") from None
-            try:
-                sid = create_silence(engine, args.matchers, duration, args.comment, args.author)
-            except ValueError as exc:
-                raise UserError(str(exc)) from None
-            print(f"silence {sid} created for {args.duration}: {' '.join(args.matchers)}")
+            details = {"duration_s": duration, "comment": args.comment, "author": args.author}
+            with audit.action(engine, actor, "silence.create", " ".join(args.matchers), details,
+                              source=audit.CLI) as act:
+                try:
+                    sid = create_silence(engine, args.matchers, duration, args.comment, args.author or actor)
+                except ValueError as exc:
+                    raise UserError(str(exc)) from None
+                act.details["silence_id"] = sid
+                act.message = f"silence {sid} created for {args.duration}"
+            print(f"{act.message}: {' '.join(args.matchers)}")
     finally:
         engine.dispose()
     return 0

@@ -37,10 +37,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--alerts-config", metavar="FILE", help="alerting configuration (receivers) for the "
                       "demo's controller; default: alerts are kept but delivered nowhere")
 
+    from gpufleet import dashboardcli
+
     dash = sub.add_parser("dashboard", help="serve the web dashboard over a store")
     _add_db(dash)
     dash.add_argument("--port", type=int, default=8501)
-    dash.add_argument("--address", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    dash.add_argument("--address", default="127.0.0.1", help="address to bind (default 127.0.0.1; another one "
+                      "needs sign-in or --behind-proxy)")
+    dashboardcli.add_arguments(dash)
 
     agent = sub.add_parser("agent", help="the node agent")
     agent_sub = agent.add_subparsers(dest="agent_command", required=True, metavar="ACTION")
@@ -63,14 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     importcli.add_parsers(sub, _add_db)
     plancli.add_parsers(sub, _add_db)
 
-    db = sub.add_parser("db", help="the store's schema and data")
-    db_sub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
-    for name, text in (("upgrade", "create or migrate the schema"), ("info", "schema version and row counts")):
-        _add_db(db_sub.add_parser(name, help=text))
-    prune = db_sub.add_parser("prune", help="delete samples and rollups past their retention")
-    _add_db(prune)
-    prune.add_argument("--raw-days", type=float, default=14.0, help="keep raw samples this many days (14)")
-    prune.add_argument("--rollup-days", type=float, default=365.0, help="keep rollups this many days (365)")
+    from gpufleet import dbcli
+
+    dbcli.add_parsers(sub, _add_db)
     return parser
 
 
@@ -79,6 +78,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    from db.secrets import install_log_redaction
+
+    install_log_redaction()  # any secret read from the environment or a file is masked in every log line
     from agent.config import ConfigError
     from agent.daemon import AgentError
     from agent.spool import SpoolError
@@ -104,6 +106,31 @@ def main(argv: Sequence[str] | None = None) -> int:
                   file=sys.stderr)
             return 2
         raise
+
+
+def _serve(cmd: list[str], env: dict[str, str]) -> int:
+    """Run the Streamlit server as a child until it exits; SIGTERM or SIGINT here stops it too (a
+    service manager or a test stopping ``gpufleet dashboard`` must not leave the server running)."""
+    import signal
+    import subprocess
+
+    child = subprocess.Popen(cmd, env=env)
+
+    def stop(signum: int, _frame: object) -> None:
+        child.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        while True:
+            try:
+                return child.wait()
+            except KeyboardInterrupt:
+                continue
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if child.poll() is None:
+            child.kill()
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -142,15 +169,18 @@ def _dispatch(args: argparse.Namespace) -> int:
         return dbcli.run(args)
     if args.command == "dashboard":
         import os
-        import subprocess
 
         from dashboard.server import command
-        from db.engine import parse_url, resolve_url
+        from db.engine import parse_url, redact, resolve_url
 
         url = resolve_url(args.db)
         parse_url(url)  # a bad URL is one line here, not a traceback in the browser
-        print(f"gpufleet dashboard on http://{args.address}:{args.port} over {url}", flush=True)
-        return subprocess.call(command(url, args.port, args.address), env={**os.environ, "GPUFLEET_DB_URL": url})
+        from gpufleet.dashboardcli import secrets_files
+
+        with secrets_files(args, url) as secrets:  # sign-in and roles checked, the bind rule enforced
+            print(f"gpufleet dashboard on http://{args.address}:{args.port} over {redact(url)}", flush=True)
+            env = {k: v for k, v in os.environ.items() if k != "GPUFLEET_DB_URL_FILE"}  # the resolved URL replaces it
+            return _serve(command(url, args.port, args.address, secrets), {**env, "GPUFLEET_DB_URL": url})
     if args.command == "demo":
         from gpufleet.demo import run_demo
 

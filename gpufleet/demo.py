@@ -2,7 +2,9 @@
 
 Every number comes from the real pipeline: the fake NVML (driven by fault scenarios placed across
 the history), the NVML collector, the store's write path and its rollups. The history is replayed
-on a simulated clock; then the same simulated nodes keep reporting live through real agents.
+on a simulated clock; then the same simulated nodes keep reporting live through real agents. The
+nightly benchmarks are one real run on this machine scaled per simulated GPU (``demobench``), and
+the straggler detector raises its ``bench_slow`` events over them.
 """
 
 from __future__ import annotations
@@ -17,9 +19,12 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+
+from sqlalchemy import Engine
 
 from agent.config import AgentConfig
 from agent.daemon import build_agent
@@ -31,11 +36,12 @@ from collectors.network import NetworkCollector
 from collectors.nvml import NvmlCollector
 from collectors.scenarios import Fault, Load, Scenario
 from collectors.storage import StorageCollector
-from db.benchstore import save_run
 from db.engine import make_engine, upgrade
 from db.queries import fleet_summary
 from db.rollups import refresh
 from db.writer import Batch, Writer
+from gpufleet.demobench import Measured, measure_once, write_history
+from planner import stragglers
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +49,6 @@ DAY = 86400.0
 RECENT_STEP = 60.0  # history resolution over the last day
 OLD_STEP = 300.0  # and before it
 LIVE_FAULT_AFTER = 150.0  # seconds after the demo starts
-# Dense bf16 peak TFLOP/s by model, for the simulated benchmark history.
-PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0, "RTX4090": 165.0, "V100": 125.0}
 
 
 @dataclass(frozen=True)
@@ -100,8 +104,9 @@ def _fake(node: SimNode, start: float, clock: object = time.time) -> FakeNVML:
     return FakeNVML(node.scenario, clock=clock, start=start, seed=node.seed, node_name=node.name)  # type: ignore[arg-type]
 
 
-def backfill_node(db_url: str, node: SimNode, start: float, end: float) -> int:
-    """Replay one node's history on a simulated clock through the collector and the write path."""
+def backfill_node(db_url: str, node: SimNode, start: float, end: float, measured: Sequence[Measured] = ()) -> int:
+    """Replay one node's history on a simulated clock through the collector and the write path, and
+    its nightly benchmarks from the real run ``measured``."""
     now = [start]
     fake = _fake(node, start, clock=lambda: now[0])
     collector = NvmlCollector(fake, clock=lambda: now[0], event_thread=False)
@@ -124,53 +129,28 @@ def backfill_node(db_url: str, node: SimNode, start: float, end: float) -> int:
         writer.write_many(batches)
         written += len(batches)
     collector.close()
-    _benchmarks(engine, node, fake, start, end)
+    if measured:
+        _benchmarks(engine, node, fake, start, end, measured)
     engine.dispose()
     return written
 
 
-def _benchmarks(engine: object, node: SimNode, fake: FakeNVML, start: float, end: float) -> None:
-    """A nightly GEMM run per GPU and a training run per node, as a benchmark agent would record them;
-    speed follows the fake GPU's speed factor and throttling, so the slow GPU stands out."""
+def _benchmarks(engine: Engine, node: SimNode, fake: FakeNVML, start: float, end: float,
+                measured: Sequence[Measured]) -> None:
+    """A nightly benchmark round at 03:00 UTC: the real run scaled by each GPU's speed in the
+    scenario (``gpufleet.demobench``), so the slow GPU stands out as it would on real hardware."""
     from sqlalchemy import select
 
     from db.models import Gpu, Node
 
-    peak = PEAK_BF16_TFLOPS.get(node.scenario.model, 989.0)
-    with engine.begin() as conn:  # type: ignore[attr-defined]
+    spec = get_model(node.scenario.model)
+    nights = [t for t in _daily(start, math.ceil((end - start) / DAY), 3.0) if start + t < end]
+    with engine.begin() as conn:
         node_id = conn.execute(select(Node.id).where(Node.name == node.name)).scalar_one()
         gpus = dict(conn.execute(select(Gpu.index, Gpu.id).where(Gpu.node_id == node_id)).all())
-        spec = get_model(node.scenario.model)
-        model_name = spec.name if spec is not None else node.scenario.model  # as NVML names the GPUs
-        env = {"simulated": True, "gpu_model": model_name, "driver": node.scenario.driver_version,
-               "torch": "2.13.0", "cuda": "12.4"}
-        for at in _daily(start, math.ceil((end - start) / DAY), 3.0):
-            ts = start + at
-            if ts >= end:
-                break
-            factors = []
-            for index, gpu_id in sorted(gpus.items()):
-                lost = any(f.kind == "xid" and f.code in (79, 95) and f.gpu == index and f.at <= at
-                           for f in node.scenario.faults)
-                if lost:
-                    continue
-                factor = fake.speed_factor(index, at)
-                noise = 1 + 0.012 * math.sin(ts / 977 + index * 1.7)
-                tflops = peak * 0.74 * factor * noise
-                factors.append(factor * noise)
-                save_run(conn, node_id=node_id, gpu_id=gpu_id, workload="gemm", suite="nightly", device="cuda",
-                         started_at=ts, finished_at=ts + 45, config={"dtype": "bf16", "m": 8192, "n": 8192,
-                                                                     "k": 8192}, environment=env,
-                         results=[{"metric": "tflops", "unit": "TFLOP/s", "value": tflops, "median": tflops,
-                                   "p90": tflops * 1.004, "count": 50, "cv": 0.004}])
-            if factors:
-                slowest = min(factors)  # a synchronous job runs at the pace of its slowest GPU
-                save_run(conn, node_id=node_id, workload="train", suite="nightly", device="cuda",
-                         started_at=ts + 60, finished_at=ts + 360, config={"model": "gpt-1.3b", "dtype": "bf16"},
-                         environment=env,
-                         results=[{"metric": "mfu", "unit": "ratio", "value": 0.41 * slowest, "count": 100},
-                                  {"metric": "tokens_per_second", "unit": "tokens/s",
-                                   "value": 7.9e4 * slowest * len(factors), "count": 100}])
+        write_history(conn, measured, node=node.name, node_id=node_id, gpus=gpus, nights=nights,
+                      speed=fake.speed_factor, gpu_model=spec.name if spec is not None else node.scenario.model,
+                      driver=node.scenario.driver_version, start=start)
 
 
 def build_live(db_url: str, workdir: Path, nodes: list[SimNode], start: float, interval: float) -> list[Agent]:
@@ -216,20 +196,28 @@ def run_demo(args: argparse.Namespace) -> int:
     print(f"gpufleet demo: {args.nodes} simulated nodes x {args.gpus_per_node} GPUs, store {db_url}", flush=True)
     if history_s > 0:
         began = time.monotonic()
+        measured = measure_once()
+        print(f"benchmarks measured once on this machine ({', '.join(m.workload for m in measured)}, "
+              f"{time.monotonic() - began:.1f} s); the nightly history scales them per simulated GPU", flush=True)
         print(f"backfilling {args.history_days:g} days of history ...", flush=True)
         workers = max(1, min(len(nodes), os.cpu_count() or 1))
         with ProcessPoolExecutor(max_workers=workers) as pool:
-            list(pool.map(backfill_node, [db_url] * len(nodes), nodes, [start] * len(nodes), [now] * len(nodes)))
+            list(pool.map(backfill_node, [db_url] * len(nodes), nodes, [start] * len(nodes), [now] * len(nodes),
+                          [measured] * len(nodes)))
         refresh(engine)
-        print(f"history written in {time.monotonic() - began:.0f} s", flush=True)
+        slow = [f for f in stragglers.refresh(engine, now=now) if f.event_uid is not None]
+        print(f"history written in {time.monotonic() - began:.0f} s; benchmark stragglers: "
+              f"{', '.join(sorted({f.where for f in slow})) or 'none'}", flush=True)
     agents = build_live(db_url, workdir, nodes, start, args.interval)
     threads = [threading.Thread(target=a.run, name=a.node["name"], daemon=True) for a in agents]
     # The controller evaluates the shipped rule pack, keeps health states and, with
     # --alerts-config, delivers webhooks; it also keeps the rollups fresh.
     from alerts.config import load_config
     from alerts.controller import Controller
+    from gpufleet.alertscli import controller_tasks
 
-    controller = Controller(make_engine(db_url, busy_timeout_ms=30_000), load_config(args.alerts_config))
+    controller = Controller(make_engine(db_url, busy_timeout_ms=30_000), load_config(args.alerts_config),
+                            tasks=controller_tasks())
     threads.append(threading.Thread(target=controller.run, name="controller", daemon=True))
     for t in threads:
         t.start()

@@ -10,38 +10,20 @@ import os
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from dashboard.navigation import all_pages
-from tests.conftest import binary, free_port, missing
+from tests.browser import launch, require_playwright, wait_http
+from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--disable-quic"]
-
-
-def _wait_http(url: str, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=3) as r:
-                if r.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    raise AssertionError(f"{url} did not answer within {timeout:.0f} s")
 
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory):
-    try:
-        import playwright  # noqa: F401
-    except ImportError:
-        missing("playwright is not installed")
-    binary("chromium")
+    require_playwright()
     port = free_port()
     folder = tmp_path_factory.mktemp("demo")
     db = folder / "demo.db"
@@ -51,7 +33,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory):
                             stdout=log, stderr=subprocess.STDOUT, text=True)
     try:
         try:
-            _wait_http(f"http://127.0.0.1:{port}/_stcore/health", timeout=180)
+            wait_http(f"http://127.0.0.1:{port}/_stcore/health", timeout=180)
         except AssertionError:
             raise AssertionError((folder / "demo.log").read_text()[-3000:]) from None
         yield f"http://127.0.0.1:{port}"
@@ -70,7 +52,7 @@ def test_every_page_renders_in_chromium(demo: str) -> None:
     shots = Path(os.environ.get("GPUFLEET_SCREENSHOT_DIR", ROOT / "out" / "screenshots"))
     shots.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=binary("chromium"), args=CHROMIUM_ARGS)
+        browser = launch(pw)
         page = browser.new_page(viewport={"width": 1600, "height": 1100})
         try:
             for spec in all_pages():

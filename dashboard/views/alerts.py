@@ -3,13 +3,16 @@ delivery log with its failures, and GPU / node health as the alerting controller
 
 from __future__ import annotations
 
+import shlex
 from typing import Any
 
 import pandas as pd
 import streamlit as st
 
 from alerts.health import STATES as HEALTH_STATES
-from dashboard import analysis, charts, data, ui
+from alerts.rules import parse_duration
+from alerts.silences import create_silence, expire_silence
+from dashboard import analysis, auth, charts, data, ui
 from dashboard import definitions as d
 from db.alertviews import UNFINISHED
 from db.readmodels import RAW, bucket_for
@@ -225,15 +228,61 @@ def resolved(view: ui.View, alerts: pd.DataFrame) -> None:
         ui.nothing("No alert resolved in this range.")
 
 
+def silence_controls(view: ui.View) -> None:
+    """Operators create and expire silences here, as with ``gpufleet alerts silence``; each try goes to the
+    audit log (``auth.audited``). Viewers never get here."""
+    user = auth.current_user()
+    with st.expander("Silence alerts, or expire a silence", icon=":material/notifications_off:"):
+        with st.form("silence_new", clear_on_submit=True):
+            c1, c2, c3 = st.columns([3, 1, 3])
+            text = c1.text_input("Matchers", placeholder='node=node-03 alertname=~"gpu_xid.*"', key="silence_matchers")
+            duration = c2.text_input("Duration", value="2h", key="silence_duration")
+            comment = c3.text_input("Comment", placeholder="why", key="silence_comment")
+            create = st.form_submit_button("Silence", icon=":material/notifications_off:", key="silence_create")
+        current = data.silences(view.url, view.start, view.end)
+        active = current[current["state"] != "expired"]
+        expire = None
+        if len(active):
+            with st.form("silence_expire"):
+                labels = {int(r.id): f"{r.id}: {r.matchers} (until {ui.when(r.ends_at)})" for r in active.itertuples()}
+                expire = st.selectbox("Active or pending silence", list(labels), format_func=labels.__getitem__,
+                                      key="silence_pick")
+                if not st.form_submit_button("Expire", icon=":material/alarm_off:", key="silence_expire_now"):
+                    expire = None
+    try:
+        if create:
+            matchers = shlex.split(text)
+            with auth.audited("silence.create", " ".join(matchers), {"duration": duration, "comment": comment}) as act:
+                sid = create_silence(data.engine(view.url), matchers, parse_duration(duration), comment or None,
+                                     user.actor if user else None)
+                act.details["silence_id"] = sid
+                act.message = f"silence {sid} created for {duration}"
+        elif expire is not None:
+            with auth.audited("silence.expire", f"silence {expire}") as act:
+                if not expire_silence(data.engine(view.url), expire):
+                    raise ValueError(f"silence {expire} had already expired")
+                act.message = f"silence {expire} expired"
+        else:
+            return
+    except (ValueError, PermissionError) as exc:
+        st.error(str(exc), icon=":material/error:")
+        return
+    data.silences.clear()
+    st.success(act.message or "done", icon=":material/check:")
+
+
 def silences(view: ui.View) -> None:
     st.subheader("Silences")
+    if auth.can_act():
+        silence_controls(view)
     table = silence_table(data.silences(view.url, view.start, view.end))
     if len(table):
         st.dataframe(table, hide_index=True)
     else:
         ui.nothing("No active silence, and none expired in this range.")
-    st.caption("Active and pending silences, and those that expired in the range; read-only here. Create, list "
-               "or expire them with `gpufleet alerts silence` (`--list`, `--expire ID`).")
+    st.caption("Active and pending silences, and those that expired in the range. Operators create and expire "
+               "them here or with `gpufleet alerts silence` (`--list`, `--expire ID`); each change is in the audit "
+               "log.")
 
 
 def deliveries(view: ui.View) -> None:

@@ -35,6 +35,7 @@ def evidence(view: ui.View, slow: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({
         "GPU": merged["label"], "workload": merged["workload"], "metric": merged["metric"], "value": merged["value"],
         "unit": merged["unit"], "fleet median": merged["fleet_median"], "of median": merged["ratio"],
+        "robust z": merged["robust_z"],
         "run start": merged["time"], "throttled (% samples)": merged["throttled_ratio"] * 100,
         "thermal (%)": merged["thermal_ratio"] * 100, "power cap (%)": merged["power_capped_ratio"] * 100,
         "max temperature (°C)": merged["temperature_max_celsius"], "SM clock (MHz)": merged["sm_clock_avg_hz"] / 1e6,
@@ -72,6 +73,11 @@ def main() -> None:
                    "is idle; "
                    "`gpufleet bench run --db URL` runs them by hand.")
         return
+    simulated = results.get("env_simulated", pd.Series(dtype=object)).fillna(False).astype(bool)
+    if simulated.any():
+        st.info(f"{int(simulated.sum())} of these results are **simulated** (environment `simulated: true`): one real "
+                "run on the machine that made them, scaled per simulated GPU by its speed in the demo's scenario "
+                "(`simulated_speed_factor`). The values are the real run's, not a GPU's.", icon=":material/science:")
     st.subheader("Results by workload, GPU model and node")
     st.dataframe(summary(results, "gpu_model"), hide_index=True)
     with st.expander("By node"):

@@ -17,6 +17,10 @@ def run_migrations() -> None:
         engine = engine_from_config(config.get_section(config.config_ini_section) or {},
                                     prefix="sqlalchemy.", poolclass=pool.NullPool)
     with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            # Agents and the controller starting together on a fresh database: one migrates, the others
+            # wait here and then find the schema current (the lock ends with this transaction).
+            connection.exec_driver_sql("SELECT pg_advisory_xact_lock(7260419335)")
         context.configure(
             connection=connection,
             target_metadata=target_metadata,

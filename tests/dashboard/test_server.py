@@ -38,3 +38,33 @@ def test_every_page_module_exists_once() -> None:
     assert all((navigation.HERE / p.path).is_file() for p in pages)
     assert len({p.url_path for p in pages}) == len(pages) and sum(p.default for p in pages) == 1
     assert [p.route for p in pages if p.default] == [""]  # Streamlit serves the default page at the root
+
+
+def test_stopping_gpufleet_dashboard_stops_the_streamlit_server(tmp_path: Path) -> None:
+    """A service manager (or a test) sends SIGTERM to ``gpufleet dashboard``: the Streamlit child
+    must go with it, not keep serving."""
+    import signal
+    import subprocess
+    import time
+
+    import psutil
+
+    from tests.conftest import free_port
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "gpufleet", "dashboard", "--db", f"sqlite:///{tmp_path / 's.db'}",
+                             "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        children: list[psutil.Process] = []
+        while time.monotonic() < deadline and not children:
+            children = psutil.Process(proc.pid).children(recursive=True)
+            time.sleep(0.2)
+        assert children, "the Streamlit server did not start"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) is not None
+        gone, alive = psutil.wait_procs(children, timeout=15)
+        assert not alive
+    finally:
+        if proc.poll() is None:
+            proc.kill()

@@ -17,8 +17,18 @@ depends_on = None
 
 
 def upgrade() -> None:
-    pass
+    # recommendation acknowledgements (planner.recommend)
+    op.create_table(
+        "recommendation_acks",
+        sa.Column("rec_id", sa.String(length=32), nullable=False),
+        sa.Column("kind", sa.String(length=32), nullable=False),
+        sa.Column("target", sa.String(length=255), nullable=False),
+        sa.Column("actor", sa.String(length=255), nullable=False),
+        sa.Column("ts", sa.Float(), nullable=False),
+        sa.Column("note", sa.Text(), nullable=True),
+        sa.PrimaryKeyConstraint("rec_id", name=op.f("pk_recommendation_acks")),
+    )
 
 
 def downgrade() -> None:
-    pass
+    op.drop_table("recommendation_acks")  # recommendation acknowledgements

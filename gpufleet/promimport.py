@@ -1,0 +1,459 @@
+"""``gpufleet import prometheus``: dcgm-exporter and node_exporter series from a Prometheus server
+into the store, through the agent's write path, exactly once.
+
+The import reads Prometheus' ``query_range`` on a grid of ``step`` seconds aligned to the epoch, so
+every import of the same data lands on the same timestamps. A range is cut into chunks on a global
+grid too (at most 10,000 steps, under Prometheus' 11,000 points per series, and a budget of points
+per chunk); each chunk is one transaction per the write path: one batch per node whose id names the
+source, node, chunk and step, so a chunk imported twice is skipped, and rows another (overlapping)
+import already stored are left out, so ranges may overlap freely. Each chunk's query starts one step
+early: the point before the chunk gives counter rates and XID changes for its first point, so what
+is stored does not depend on where the chunks fall. The mapping itself is ``collectors.dcgm``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import gc
+import hashlib
+import logging
+import math
+import re
+import threading
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import requests
+from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
+from sqlalchemy import Engine, select
+from sqlalchemy.dialects import postgresql, sqlite
+from urllib3.util.retry import Retry
+
+from alerts.rulefile import parse_duration
+from collectors import dcgm
+from collectors.records import Event, GpuInfo, Record, Sample, Value
+from db.models import SAMPLE_TABLES, Gpu, ImportCursor, Node
+from db.writer import Batch, Writer
+from gpufleet.cli import UserError
+
+log = logging.getLogger(__name__)
+
+SOURCE = "prometheus"
+MAX_STEPS = 10_000  # per query and series, with the extra point in front: under Prometheus' 11,000
+POINT_BUDGET = 400_000  # points per chunk, all series together: bounds the memory of one chunk
+SELECTOR = '{__name__=~"' + "|".join(dcgm.METRICS) + '"}'
+_ERRNO = re.compile(r"\[Errno -?\d+\] ([^'\")]+)")
+_PROM_ERROR = re.compile(r'"error":"((?:[^"\\]|\\.)*)"')
+
+
+# -- user input -------------------------------------------------------------------------------
+
+
+def check_url(url: str) -> str:
+    """The base URL, checked: http(s) with a host. Trailing slashes go, so ``/api/v1`` joins cleanly."""
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UserError(f"invalid Prometheus URL {redact(url)!r}: expected e.g. http://prometheus:9090")
+    return url.strip().rstrip("/")
+
+
+def redact(url: str) -> str:
+    """The URL without user and password: what is logged, printed and stored as the cursor's name."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    return urlunsplit((parts.scheme, netloc + (f":{port}" if port else ""), parts.path, parts.query, ""))
+
+
+def parse_time(text: str, now: float, name: str) -> float:
+    """Epoch seconds from ``now``, ``-6h`` (relative to now), epoch seconds or RFC 3339 (naive is UTC)."""
+    t = text.strip()
+    if t == "now":
+        return now
+    if t.startswith("-"):
+        try:
+            return now - parse_duration(t[1:])
+        except ValueError:
+            raise UserError(f"{name} {text!r}: expected a duration like -6h") from None
+    try:
+        number = float(t)
+    except ValueError:
+        pass
+    else:
+        if math.isfinite(number) and number >= 0:
+            return number
+        raise UserError(f"{name} {text!r} is not a time")
+    try:
+        when = dt.datetime.fromisoformat(t[:-1] + "+00:00" if t.endswith(("Z", "z")) else t)
+    except ValueError:
+        raise UserError(f"{name} {text!r} is not a time (RFC 3339, epoch seconds, now or e.g. -6h)") from None
+    return (when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)).timestamp()
+
+
+def parse_step(text: str) -> int:
+    """Whole seconds (``15``, ``15s``, ``1m``): the client sends whole-second range bounds, so a
+    fractional step would drift off the grid."""
+    try:
+        step = float(text) if text.strip().replace(".", "", 1).isdigit() else parse_duration(text)
+    except ValueError:
+        raise UserError(f"--step {text!r}: expected seconds or a duration like 15s") from None
+    if step < 1 or step != int(step):
+        raise UserError(f"--step {text!r}: must be a whole number of seconds, at least 1")
+    return int(step)
+
+
+def iso(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# -- Prometheus -------------------------------------------------------------------------------
+
+
+class PromSource:
+    """The HTTP side, through prometheus-api-client: short retries (an unreachable server is one
+    line within a second, not after the client's default back-off) and errors as one line."""
+
+    def __init__(self, url: str, *, timeout: float = 120.0, session: requests.Session | None = None) -> None:
+        self.url = check_url(url)
+        self.name = redact(self.url)
+        retry = Retry(total=2, backoff_factor=0.2, status_forcelist=(429, 502, 503, 504), allowed_methods=None)
+        self.client = PrometheusConnect(url=self.url, retry=retry, session=session, timeout=timeout, method="POST")
+
+    def close(self) -> None:
+        self.client.close()
+
+    def _call(self, what: Callable[[], Any]) -> Any:
+        try:
+            return what()
+        except PrometheusApiClientException as exc:
+            found = _PROM_ERROR.search(str(exc))
+            code = str(exc).split("(", 1)[0].replace("HTTP Status Code", "HTTP").strip()
+            detail = found.group(1) if found else "is this a Prometheus server?"
+            raise UserError(f"Prometheus at {self.name} answered {code}: {detail}") from None
+        except (ValueError, KeyError, TypeError):  # a body that is not the API's JSON (requests' too)
+            raise UserError(f"{self.name} did not answer like a Prometheus server") from None
+        except requests.RequestException as exc:
+            found = _ERRNO.search(str(exc))
+            reason = found.group(1).strip() if found else type(exc).__name__
+            raise UserError(f"cannot reach Prometheus at {self.name}: {reason}") from None
+
+    def series_count(self, start: float, end: float) -> int:
+        """How many mapped series exist over the range (index only, cheap): sizes the chunks."""
+        start_dt = dt.datetime.fromtimestamp(start, dt.timezone.utc)
+        end_dt = dt.datetime.fromtimestamp(end, dt.timezone.utc)
+        return len(self._call(lambda: self.client.get_series(start_dt, end_dt, params={"match[]": SELECTOR})))
+
+    def fetch(self, start: int, end: int, step: int) -> list[dict[str, Any]]:
+        """Every mapped series on the grid ``start, start + step, …, end``."""
+        start_dt = dt.datetime.fromtimestamp(start, dt.timezone.utc)
+        end_dt = dt.datetime.fromtimestamp(end, dt.timezone.utc)
+        result = self._call(lambda: self.client.custom_query_range(SELECTOR, start_dt, end_dt, str(step)))
+        return list(result or [])
+
+
+# -- from series to batches -------------------------------------------------------------------
+
+
+@dataclass
+class ImportStats:
+    rows: Counter[str] = field(default_factory=Counter)  # table -> rows written
+    events: int = 0
+    points: int = 0  # Prometheus points read (the one-step-early points included)
+    skipped_rows: int = 0  # already in the store
+    chunks: int = 0
+    done_until: float | None = None
+
+    def summary(self) -> str:
+        parts = [f"{n:,} {table}" for table, n in sorted(self.rows.items())] or ["no samples"]
+        return f"{', '.join(parts)} and {self.events:,} XID events ({self.skipped_rows:,} rows already stored)"
+
+
+@dataclass
+class _Thing:
+    """One GPU, interface, disk, filesystem or host within a chunk: its columns on the chunk's grid
+    (index 0 is the point one step before the chunk), and which grid points any series had."""
+
+    key: dict[str, Any]
+    labels: dict[str, str]
+    columns: dict[str, list[Value]] = field(default_factory=dict)
+    fallbacks: dict[str, list[Value]] = field(default_factory=dict)
+    present: set[int] | None = field(default_factory=set)  # None: every grid point
+
+
+@dataclass
+class _NodeData:
+    info: dict[str, Any] = field(default_factory=dict)
+    things: dict[tuple[str, tuple[Any, ...]], _Thing] = field(default_factory=dict)
+    gpus: dict[str, GpuInfo] = field(default_factory=dict)
+    events: list[Event] = field(default_factory=list)
+
+
+def _on_grid(values: list[list[Any]], f: dcgm.Field, q0: int, n: int,
+             step: int) -> tuple[list[Value], list[int] | None]:
+    """A series' converted values on the chunk's grid, and the grid indices it had (None: all)."""
+    converted = dcgm.convert(f, [v for _, v in values])
+    if len(converted) == n:
+        return converted, None
+    where = [round((t - q0) / step) for t, _ in values]
+    column: list[Value] = [None] * n
+    for i, v in zip(where, converted, strict=True):
+        column[i] = v
+    return column, where
+
+
+def _merge(old: list[Value] | None, new: list[Value]) -> list[Value]:
+    """Two series for one thing and column (a label changed mid-chunk): the points of both."""
+    return new if old is None else [y if y is not None else x for x, y in zip(old, new, strict=True)]
+
+
+def _build(result: list[dict[str, Any]], q0: int, n: int, step: int) -> dict[str, _NodeData]:
+    """Group a chunk's series (grid ``q0, q0 + step, …``, ``n`` points) by node and thing, in
+    gpufleet units."""
+    unames = {m["instance"]: m["nodename"] for s in result if (m := s["metric"]).get("__name__") == dcgm.UNAME_METRIC
+              and m.get("instance") and m.get("nodename")}
+    nodes: dict[str, _NodeData] = defaultdict(_NodeData)
+    for series in result:
+        labels: dict[str, str] = series["metric"]
+        name = labels.get("__name__", "")
+        node = dcgm.node_name(labels, unames)
+        if name == dcgm.UNAME_METRIC or node is None:
+            continue
+        data = nodes[node]
+        f = dcgm.XID_FIELD if name == dcgm.XID_METRIC else dcgm.BY_METRIC[name]
+        key = dcgm.thing_key(f.kind, labels)
+        if key is None:
+            continue
+        column, where = _on_grid(series["values"], f, q0, n, step)
+        if f is dcgm.XID_FIELD:
+            data.events += _xid_events(key, column, q0, step)
+            continue
+        thing = data.things.get((f.kind, tuple(key.values())))
+        if thing is None:
+            thing = data.things[(f.kind, tuple(key.values()))] = _Thing(key, labels)
+            if f.kind == "gpu":
+                data.info.update(dcgm.node_info(labels))
+                data.gpus[key["gpu_uuid"]] = GpuInfo(index=key["gpu_index"], uuid=key["gpu_uuid"],
+                                                     **dcgm.gpu_info(labels))
+        target = thing.fallbacks if f.metric in dcgm.FALLBACKS else thing.columns
+        target[f.column] = _merge(target.get(f.column), column)
+        if where is None:
+            thing.present = None
+        elif thing.present is not None:
+            thing.present.update(where)
+    return nodes
+
+
+def _xid_events(key: dict[str, Any], column: list[Value], q0: int, step: int) -> list[Event]:
+    events = []
+    for i, info in dcgm.xid_changes(column):
+        ts = float(q0 + i * step)
+        uid = hashlib.sha256(f"prometheus-xid|{key['gpu_uuid']}|{ts}|{info.code}".encode()).hexdigest()[:32]
+        events.append(Event(
+            ts=ts, kind="xid", severity=info.severity, code=str(info.code), category=info.category,
+            message=f"XID {info.code} ({info.mnemonic}) on GPU {key['gpu_index']}",
+            recommended_action=info.recommended_action, fatal=info.fatal, gpu_index=key["gpu_index"],
+            gpu_uuid=key["gpu_uuid"], source=SOURCE, uid=uid,
+            details={"mnemonic": info.mnemonic, "resolution": info.resolution, "metric": dcgm.XID_METRIC}))
+    return events
+
+
+def _samples(data: _NodeData, existing: set[tuple[Any, ...]], node: str, q0: int, n: int,
+             step: int) -> tuple[list[Sample], int]:
+    """Rows for every grid point after the first that some series had, minus rows already stored."""
+    out: list[Sample] = []
+    skipped = 0
+    nones: list[Value] = [None] * n
+    for (kind, key_tuple), thing in data.things.items():
+        cols = thing.columns
+        for col, values in thing.fallbacks.items():
+            cols[col] = _merge(values, cols[col]) if col in cols else values
+        for col, f in dcgm.RATES.items():
+            if f.kind == kind and col in cols and f.rate is not None:
+                cols[f.rate] = list(dcgm.counter_rates(f, cols[col], step))
+        dcgm.derive(kind, cols, thing.labels, n)
+        if kind == "gpu":
+            cols["status"] = ["ok"] * n
+        names = dcgm.COLUMNS[kind]
+        probe = ("gpu", thing.key["gpu_uuid"]) if kind == "gpu" else (kind, node, *key_tuple)
+        present = thing.present
+        for i, row in enumerate(zip(*(cols.get(c, nones) for c in names), strict=True)):
+            if i == 0 or (present is not None and i not in present):
+                continue
+            ts = float(q0 + i * step)
+            if existing and (*probe, ts) in existing:
+                skipped += 1
+                continue
+            out.append(Sample(kind=kind, ts=ts, key=thing.key, values=dict(zip(names, row, strict=True))))
+    return out, skipped
+
+
+def chunk_bounds(first: int, last: int, step: int, steps: int) -> Iterator[tuple[int, int]]:
+    """Chunks of at most ``steps`` grid points covering ``first..last``, cut on a global grid (multiples
+    of ``steps * step``), so equal ranges cut equally and their batch ids match."""
+    span = steps * step
+    a = first
+    while a <= last:
+        b = min(last, (a // span + 1) * span - step)
+        yield a, b
+        a = b + step
+
+
+def default_lag(step: int) -> float:
+    """How far behind now an import stays: a scrape is stamped when it starts and stored when it ends."""
+    return max(2.0 * step, 5.0)
+
+
+# -- the importer -----------------------------------------------------------------------------
+
+
+class PrometheusImporter:
+    """Imports ranges (``import_range``) or follows Prometheus (``follow``) into one store."""
+
+    def __init__(self, engine: Engine, source: PromSource, step: int, *, point_budget: int = POINT_BUDGET,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.engine = engine
+        self.source = source
+        self.step = step
+        self.point_budget = point_budget
+        self.clock = clock
+        self.writer = Writer(engine)
+        self._known_gpus: set[str] = set()
+
+    # -- ranges ---------------------------------------------------------------------------------
+
+    def grid(self, start: float, end: float) -> tuple[int, int]:
+        """The first and last grid points inside ``[start, end]``."""
+        return math.ceil(start / self.step) * self.step, math.floor(end / self.step) * self.step
+
+    def import_range(self, start: float, end: float, *, stats: ImportStats | None = None,
+                     committed: Callable[[int], None] | None = None) -> ImportStats:
+        """Import every grid point in ``[start, end]``; ``committed(b)`` runs after each chunk commits."""
+        stats = stats or ImportStats()
+        first, last = self.grid(start, end)
+        if first > last:
+            return stats
+        series = self.source.series_count(first - self.step, last)
+        if series == 0:
+            return stats
+        bounds = list(chunk_bounds(first, last, self.step, max(1, min(MAX_STEPS, self.point_budget // series))))
+        # The next chunk is fetched while this one is mapped and written: Prometheus evaluates it
+        # meanwhile. The cyclic GC is paused throughout: a chunk's JSON is millions of small lists
+        # without cycles, and with the GC on, decoding re-scans everything alive over and over.
+        paused = gc.isenabled()
+        gc.disable()
+        try:
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prom-fetch") as pool:
+                pending = pool.submit(self.source.fetch, bounds[0][0] - self.step, bounds[0][1], self.step)
+                for k, (a, b) in enumerate(bounds):
+                    result = pending.result()
+                    if k + 1 < len(bounds):
+                        pending = pool.submit(self.source.fetch, b, bounds[k + 1][1], self.step)
+                    self._chunk(a, b, result, stats)
+                    stats.done_until = float(b)
+                    if committed is not None:
+                        committed(b)
+        finally:
+            if paused:
+                gc.enable()
+        return stats
+
+    def _chunk(self, a: int, b: int, result: list[dict[str, Any]], stats: ImportStats) -> None:
+        """Map and write one chunk; ``result`` is its fetch, which starts one step before ``a``."""
+        q0, n = a - self.step, (b - a) // self.step + 2
+        stats.points += sum(len(s["values"]) for s in result)
+        nodes = _build(result, q0, n, self.step)
+        existing = self._existing(a, b, nodes)
+        batches = []
+        for node, data in sorted(nodes.items()):
+            samples, skipped = _samples(data, existing, node, q0, n, self.step)
+            stats.skipped_rows += skipped
+            records: list[Record] = [g for uuid, g in data.gpus.items() if uuid not in self._known_gpus]
+            records += samples
+            records += data.events
+            ident = f"{self.source.name}|{node}|{a}|{b}|{self.step}"
+            batches.append(Batch(batch_id="prom-" + hashlib.sha256(ident.encode()).hexdigest()[:40],
+                                 node={"name": node, **data.info}, ts=float(b), records=records,
+                                 collectors={SOURCE: {"status": "ok"}}))
+        for batch, written in zip(batches, self.writer.write_many(batches), strict=True):
+            stats.events += written.rows.get("events", 0)
+            stats.rows.update({table: n for table, n in written.rows.items() if table != "events"})
+            self._known_gpus.update(r.uuid for r in batch.records if isinstance(r, GpuInfo))
+        stats.chunks += 1
+
+    def _existing(self, a: int, b: int, nodes: dict[str, _NodeData]) -> set[tuple[Any, ...]]:
+        """Rows of this chunk already in the store (an overlapping import, or a chunk cut differently
+        before a restart), as ``(kind, owner, *key, ts)``: gpu rows are owned by the GPU's UUID,
+        the others by the node's name."""
+        found: set[tuple[Any, ...]] = set()
+        uuids = {k[1][1] for d in nodes.values() for k in d.things if k[0] == "gpu"}
+        kinds = {k[0] for d in nodes.values() for k in d.things} - {"gpu"}
+        with self.engine.connect() as conn:
+            unknown = uuids - self._known_gpus
+            if unknown:
+                self._known_gpus.update(conn.execute(select(Gpu.uuid).where(Gpu.uuid.in_(unknown))).scalars())
+            if uuids & self._known_gpus:
+                t = SAMPLE_TABLES["gpu"]
+                q = (select(Gpu.uuid, t.c.ts).join(Gpu, Gpu.id == t.c.gpu_id)
+                     .where(t.c.ts >= a, t.c.ts <= b, Gpu.uuid.in_(uuids & self._known_gpus)))
+                found.update(("gpu", uuid, ts) for uuid, ts in conn.execute(q))
+            for kind in kinds:
+                t = SAMPLE_TABLES[kind]
+                keys = [c for c in t.primary_key.columns if c.name not in ("node_id", "ts")]
+                q = (select(Node.name, *keys, t.c.ts).join(Node, Node.id == t.c.node_id)
+                     .where(t.c.ts >= a, t.c.ts <= b, Node.name.in_(list(nodes))))
+                found.update((kind, *row) for row in conn.execute(q))
+        return found
+
+    # -- following -----------------------------------------------------------------------------
+
+    def cursor(self) -> float | None:
+        with self.engine.connect() as conn:
+            return conn.execute(select(ImportCursor.done_until).where(
+                ImportCursor.source == SOURCE, ImportCursor.url == self.source.name)).scalar()
+
+    def save_cursor(self, done_until: float) -> None:
+        row = {"source": SOURCE, "url": self.source.name, "step": float(self.step), "done_until": float(done_until),
+               "updated_at": self.clock()}
+        dialect_insert = postgresql.insert if self.engine.dialect.name == "postgresql" else sqlite.insert
+        stmt = dialect_insert(ImportCursor).values(row)
+        stmt = stmt.on_conflict_do_update(index_elements=["source", "url"],
+                                          set_={k: stmt.excluded[k] for k in ("step", "done_until", "updated_at")})
+        with self.engine.begin() as conn:
+            conn.execute(stmt)
+
+    def follow(self, start: float, stop: threading.Event, *, lag: float | None = None,
+               rounds: int | None = None) -> ImportStats:
+        """Import up to ``now - lag`` over and over until ``stop`` is set (or after ``rounds``),
+        resuming after the stored cursor, else at ``start``. The cursor moves after each chunk
+        commits, so a crash re-reads at most one chunk, whose rows are then skipped, not doubled.
+        A failing Prometheus or store is logged and retried next round."""
+        lag = default_lag(self.step) if lag is None else lag
+        stats = ImportStats()
+        done = self.cursor()
+        next_t = float(start if done is None else done + self.step)
+        n = 0
+        while not stop.is_set() and (rounds is None or n < rounds):
+            n += 1
+            try:
+                self.import_range(next_t, self.clock() - lag, stats=stats, committed=self.save_cursor)
+            except UserError as exc:
+                log.warning("%s; retrying in %d s", exc, self.step)
+            except Exception as exc:  # the store went away: the cursor still says what is committed
+                log.warning("import failed (%s: %s); retrying in %d s", type(exc).__name__, exc, self.step)
+            if stats.done_until is not None:
+                next_t = stats.done_until + self.step
+            if rounds is not None and n >= rounds:
+                break
+            now = self.clock()
+            stop.wait(max(0.05, math.floor((now - lag) / self.step + 1) * self.step + lag - now))
+        return stats
+

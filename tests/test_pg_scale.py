@@ -1,0 +1,93 @@
+"""PostgreSQL at fleet scale: BRIN indexes on sample tables, the connection pool's settings, and an
+agent that loses its server connections keeps every sample."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select, text
+
+from agent.config import AgentConfig
+from agent.daemon import build_agent
+from collectors.fake_nvml import FakeNVML, load_scenario
+from collectors.nvml import NvmlCollector
+from db.engine import StoreError, make_engine, upgrade
+from db.models import SAMPLE_TABLES, GpuSample, IngestedBatch
+
+GPUS = 2
+
+
+def index_methods(engine) -> dict[str, str]:
+    with engine.connect() as conn:
+        rows = conn.execute(text(
+            "SELECT i.relname, a.amname FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid "
+            "JOIN pg_am a ON a.oid = i.relam WHERE i.relname LIKE 'ix\\_%\\_ts'")).all()
+    return dict(rows)
+
+
+def test_sample_tables_have_brin_indexes_on_postgres(pg_url: str) -> None:
+    engine = make_engine(pg_url)
+    upgrade(engine)
+    methods = index_methods(engine)
+    for table in SAMPLE_TABLES.values():
+        assert methods[f"ix_{table.name}_ts"] == "brin"
+    assert methods["ix_gpu_rollups_1m_ts"] == "btree" and methods["ix_events_ts"] == "btree"
+    with engine.connect() as conn:
+        options = conn.execute(text("SELECT reloptions FROM pg_class WHERE relname = 'ix_gpu_samples_ts'")).scalar()
+    assert options == ["autosummarize=on"]
+    engine.dispose()
+
+
+def test_pool_settings_and_overrides(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    engine = make_engine(pg_url)
+    assert engine.pool._pre_ping and engine.pool._recycle == 1800  # type: ignore[attr-defined]
+    assert engine.pool.size() == 5  # type: ignore[attr-defined]
+    with engine.connect() as conn:
+        assert conn.execute(text("SHOW application_name")).scalar() == "gpufleet"
+    engine.dispose()
+    monkeypatch.setenv("GPUFLEET_DB_POOL_SIZE", "2")
+    monkeypatch.setenv("GPUFLEET_DB_POOL_RECYCLE", "60")
+    engine = make_engine(pg_url + "?application_name=node-07")
+    assert engine.pool.size() == 2 and engine.pool._recycle == 60  # type: ignore[attr-defined]
+    with engine.connect() as conn:
+        assert conn.execute(text("SHOW application_name")).scalar() == "node-07"
+    engine.dispose()
+    monkeypatch.setenv("GPUFLEET_DB_MAX_OVERFLOW", "many")
+    with pytest.raises(StoreError, match="GPUFLEET_DB_MAX_OVERFLOW"):
+        make_engine(pg_url)
+
+
+def test_agent_keeps_every_sample_when_its_connections_are_killed(pg_url: str, tmp_path: Path) -> None:
+    """What a server restart or failover does to an agent's pool, without stopping the shared server:
+    every backend of the agent is terminated, twice; the pool reconnects and nothing is lost."""
+    url = pg_url + "?application_name=killed-agent"
+    cfg = AgentConfig(db_url=url, interval=0.1, node_name="killed", metrics_addr=None,
+                      spool_dir=str(tmp_path / "spool"))
+    agent = build_agent(cfg, collectors=[NvmlCollector(FakeNVML(load_scenario("healthy"), node_name="killed",
+                                                                gpu_count=GPUS))])
+    thread = threading.Thread(target=agent.run, daemon=True)
+    thread.start()
+    admin = make_engine(pg_url)
+    try:
+        for _ in range(2):
+            deadline = time.monotonic() + 20
+            while (agent.store is None or agent.store.written_batches < agent.cycles // 2 + 3) \
+                    and time.monotonic() < deadline:
+                time.sleep(0.05)
+            with admin.connect() as conn:
+                killed = conn.execute(text("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                                           "WHERE application_name = 'killed-agent'")).scalar()
+            assert killed >= 1
+            time.sleep(0.5)
+    finally:
+        agent.stop()
+        thread.join(timeout=30)
+    assert agent.store is not None and not agent.spool.pending()
+    with admin.connect() as conn:
+        rows = conn.execute(select(func.count()).select_from(GpuSample)).scalar_one()
+        batches = conn.execute(select(func.count()).select_from(IngestedBatch)).scalar_one()
+    admin.dispose()
+    assert batches == agent.cycles and rows == agent.cycles * GPUS
