@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import select, text
+from sqlalchemy import or_, select, text
 
 from alerts.conditions import Condition, Context
 from alerts.rules import EventMatch, Rule
 from alerts.templates import duration
-from collectors.xid import XidInfo, classify
+from collectors.xid import XidInfo, catalogue, classify
 from db.models import Event
 
 _COLUMNS = (Event.id, Event.ts, Event.node_id, Event.gpu_id, Event.gpu_index, Event.kind, Event.code,
@@ -47,6 +47,17 @@ def xid_info(code: str | None) -> XidInfo | None:
         return classify(int(code)) if code is not None else None
     except ValueError:
         return None
+
+
+def possibly_matching_xids(fatal: bool | None, resolutions: tuple[str, ...] = ()) -> Any:
+    """A SQL condition on XID event rows that keeps every row whose catalogue entry could match
+    ``fatal`` and ``resolutions`` (and every row whose code the catalogue does not know, which the
+    Python check then decides): a pre-filter, so a storm of application XIDs is not read by the
+    rules about fatal ones."""
+    known = catalogue()
+    wanted = [str(code) for code, info in known.items()
+              if (fatal is None or info.fatal == fatal) and (not resolutions or info.resolution in resolutions)]
+    return or_(Event.code.is_(None), Event.code.in_(wanted), Event.code.not_in([str(c) for c in known]))
 
 
 def _matches(spec: EventMatch, row: Any) -> bool:
@@ -92,11 +103,13 @@ def event(ctx: Context, rule: Rule) -> list[Condition]:
 
 
 def _events(ctx: Context, spec: EventMatch, lo: float) -> list[Any]:
-    """The events of ``spec``'s kinds (and codes and severities) in (``lo``, now], oldest first.
-    Rules over the same kinds without further filters share one read per cycle (the XID rules read
-    the same hour of XIDs): the widest window is read once and narrowed for the others."""
+    """The events of ``spec``'s kinds (and codes, severities, and XIDs that may match its fatality or
+    resolutions) in (``lo``, now], oldest first. Rules over the same kinds without further filters
+    share one read per cycle: the widest window is read once and narrowed for the others."""
     q = select(*_COLUMNS).where(Event.ts <= ctx.now, Event.kind.in_(spec.kinds)).order_by(Event.ts, Event.id)
-    if spec.codes or spec.severities:
+    if spec.codes or spec.severities or spec.fatal is not None or spec.resolutions:
+        if spec.fatal is not None or spec.resolutions:
+            q = q.where(or_(Event.kind != "xid", possibly_matching_xids(spec.fatal, spec.resolutions)))
         if spec.codes:
             q = q.where(Event.code.in_(spec.codes))
         if spec.severities:

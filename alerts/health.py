@@ -28,7 +28,7 @@ from sqlalchemy import Engine, Text, cast, delete, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from alerts.conditions import Context, latest_samples, seen_ok_after
-from alerts.event_rules import xid_info
+from alerts.event_rules import possibly_matching_xids, xid_info
 from collectors.xid import classify
 from db.models import Alert, Event, Gpu, HealthState, Node
 
@@ -111,18 +111,17 @@ def assess(ctx: Context) -> tuple[dict[int, Verdict], dict[int, Verdict]]:
 
 
 def _alerts(ctx: Context, gpus: dict[int, Verdict], nodes: dict[int, Verdict]) -> None:
-    # Annotations stay text unless the alert is not an XID one (an XID's action comes from the catalogue).
-    q = select(Alert.rule, Alert.labels, cast(Alert.annotations, Text), Alert.gpu_id, Alert.node_id) \
-        .where(Alert.state == "firing")
-    for rule, labels, notes_json, gpu_id, node_id in ctx.conn.execute(q.order_by(Alert.starts_at)):
+    # Severity and XID are read out of the labels by the database (json_extract / ->>), and the
+    # annotations are decoded only for non-XID alerts: a storm is thousands of firing alerts.
+    q = select(Alert.rule, Alert.labels["severity"].as_string(), Alert.labels["xid"].as_string(),
+               cast(Alert.annotations, Text), Alert.gpu_id, Alert.node_id).where(Alert.state == "firing")
+    for rule, severity, xid, notes_json, gpu_id, node_id in ctx.conn.execute(q.order_by(Alert.starts_at)):
         target = gpus.get(gpu_id) if gpu_id is not None else nodes.get(node_id) if node_id is not None else None
         if target is None:
             continue
-        severity = (labels or {}).get("severity")
         state = {"critical": "unhealthy", "warning": "degraded"}.get(severity or "")
         if state is None:
             continue
-        xid = (labels or {}).get("xid")
         info = xid_info(xid) if xid else None
         action: str | None
         if info is not None:
@@ -137,7 +136,7 @@ def _fatal_events(ctx: Context, gpus: dict[int, Verdict]) -> None:
     """Fatal events the GPU has not been seen ok since: the newest of each kind and code."""
     q = (select(Event.gpu_id, Event.ts, Event.kind, Event.code, Event.fatal, Event.recommended_action)
          .where(Event.gpu_id.is_not(None), Event.ts > ctx.now - EVENT_LOOKBACK_SECONDS, Event.ts <= ctx.now,
-                (Event.fatal.is_(True)) | (Event.kind == "xid"))
+                (Event.fatal.is_(True)) | ((Event.kind == "xid") & possibly_matching_xids(True)))
          .order_by(Event.ts))
     newest: dict[tuple[int, str, str | None], Any] = {}
     for row in ctx.conn.execute(q):

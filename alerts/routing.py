@@ -300,7 +300,7 @@ def route_pass(engine: Engine, config: AlertingConfig, now: float | None = None)
 def _next_decision(before: GroupState | None, flush: Flush, route_: Route, now: float) -> float:
     """The earliest time ``decide`` could answer differently for a group whose members stay the same: ``now``
     when this pass changed the group (or notified), else its next due time, or, once due without notifying,
-    the time its repeat interval ends."""
+    the time its repeat interval ends (never, for a group that has not notified: its members are muted)."""
     if before is None or flush.notify or flush.state != before:
         return now
     due_at = before.first_seen + route_.group_wait if before.last_notified is None \
@@ -308,5 +308,7 @@ def _next_decision(before: GroupState | None, flush: Flush, route_: Route, now: 
     if now < due_at:
         return due_at
     if before.last_notified is None:
-        return now
+        # Due, never notified and nothing to say (every member muted): only a change of the members
+        # (a transition, a silence) can make it notify, never the passing of time.
+        return float("inf")
     return max(due_at, before.last_notified + route_.repeat_interval)

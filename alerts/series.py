@@ -153,6 +153,9 @@ def rate(ctx: Context, rule: Rule) -> list[Condition]:
     # hour of 10 s samples is 360 rows per GPU that need not travel.
     crossing = {">": ">", ">=": ">="}.get(spec.op)
     first_cross = f"MIN(CASE WHEN running {crossing} :value THEN ts END)" if crossing else "NULL"
+    # The running increase only matters for when an increase-above rule first crossed.
+    running = ("SUM(inc) OVER (PARTITION BY gpu_id ORDER BY ts ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)"
+               if crossing else "NULL")
     out = []
     test = _CMP[spec.op]
     for chunk in _chunks(candidates, 500):
@@ -165,13 +168,9 @@ def rate(ctx: Context, rule: Rule) -> list[Condition]:
                 SELECT gpu_id, ts, CASE WHEN prev IS NULL THEN 0 WHEN v >= prev THEN v - prev ELSE v END AS inc
                 FROM p WHERE ts > :lo
             ), r AS (
-                SELECT gpu_id, ts, SUM(inc) OVER (PARTITION BY gpu_id ORDER BY ts
-                                                  ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS running
-                FROM d
+                SELECT gpu_id, ts, inc, {running} AS running FROM d
             )
-            SELECT gpu_id, MAX(ts), SUM(CASE WHEN ts = last_ts THEN running END), {first_cross}
-            FROM (SELECT r.*, MAX(ts) OVER (PARTITION BY gpu_id) AS last_ts FROM r) x
-            GROUP BY gpu_id"""
+            SELECT gpu_id, MAX(ts), SUM(inc), {first_cross} FROM r GROUP BY gpu_id"""
         for gpu_id, last_ts, total, crossed in ctx.conn.execute(text(sql), {**params, "value": spec.value}):
             if gpu_id not in ctx.gpus or last_ts <= max(lo, ctx.now - STALE_SECONDS):
                 continue  # nothing in the window, or a stale series

@@ -96,32 +96,41 @@ def comparable_key(row: Mapping[str, Any]) -> tuple[Any, ...]:
     return (row["workload"], row["metric"], params_key(config), fingerprint(env, config, _plain(row.get("gpu_model"))))
 
 
-def robust_z(value: float, values: Sequence[float], median: float | None = None) -> float:
+def spread(values: Sequence[float], median: float) -> tuple[float, float]:
+    """(median absolute deviation, mean absolute deviation) of ``values`` around ``median``."""
+    deviations = [abs(v - median) for v in values]
+    return statistics.median(deviations), statistics.fmean(deviations)
+
+
+def robust_z(value: float, values: Sequence[float], median: float | None = None,
+             spreads: tuple[float, float] | None = None) -> float:
     """Modified z-score of ``value`` among ``values`` (signed: below the median is negative). When
     more than half the values are equal (MAD = 0) the mean absolute deviation stands in; when all
-    are equal, a value equal to them scores 0 and any other one infinity."""
+    are equal, a value equal to them scores 0 and any other one infinity. ``spreads`` (from
+    ``spread``) saves recomputing them for every member of a group."""
     med = statistics.median(values) if median is None else median
     deviation = value - med
-    mad = statistics.median(abs(v - med) for v in values)
+    mad, mean_ad = spread(values, med) if spreads is None else spreads
     if mad > 0:
         return Z_SCALE * deviation / mad
-    mean_ad = statistics.fmean(abs(v - med) for v in values)
     if mean_ad > 0:
         return deviation / (MEAN_AD_SCALE * mean_ad)
     return 0.0 if deviation == 0 else math.copysign(math.inf, deviation)
 
 
 def grade(value: float | None, values: Sequence[float], better: int | None, *, fail_ratio: float = STRAGGLER_RATIO,
-          warn_ratio: float = WARN_RATIO, min_peers: int = MIN_PEERS) -> Verdict:
-    """``value`` judged against ``values`` (the comparable results, normally including it)."""
+          warn_ratio: float = WARN_RATIO, min_peers: int = MIN_PEERS,
+          group: tuple[float, tuple[float, float]] | None = None) -> Verdict:
+    """``value`` judged against ``values`` (the comparable results, normally including it).
+    ``group``: the values' median and ``spread``, when the caller grades many members of one group."""
     if not values:
         return Verdict(None, 0, None, False)
-    median = statistics.median(values)
+    median = statistics.median(values) if group is None else group[0]
     ratio = value / median if value is not None and median else None
     if value is None or ratio is None or better is None or len(values) < min_peers:
         return Verdict(median, len(values), ratio, False)
     speed = ratio if better > 0 else (1 / ratio if ratio > 0 else math.inf)
-    z = -better * robust_z(value, values, median)
+    z = -better * robust_z(value, values, median, None if group is None else group[1])
     severity = None
     if speed <= fail_ratio:
         severity = "fail"
@@ -161,9 +170,13 @@ def judge(rows: Sequence[Mapping[str, Any]], ratio: float = STRAGGLER_RATIO,
         keys.append(key)
         values.append(value)
         oks.append(ok)
+    stats: dict[tuple[Any, ...], tuple[float, tuple[float, float]]] = {}
+    for key, group in groups.items():
+        med = statistics.median(group)
+        stats[key] = (med, spread(group, med))
     out = []
     for r, key, value, ok in zip(rows, keys, values, oks, strict=True):
         verdict = grade(value, groups.get(key, []), direction(r["metric"], r["unit"]), fail_ratio=ratio,
-                        warn_ratio=max(ratio, WARN_RATIO), min_peers=min_peers)
+                        warn_ratio=max(ratio, WARN_RATIO), min_peers=min_peers, group=stats.get(key))
         out.append(verdict if ok else Verdict(verdict.fleet_median, verdict.peers, verdict.ratio, False))
     return out

@@ -313,3 +313,11 @@ def test_quiet_until_is_the_next_time_a_pass_can_decide_anything(engine) -> None
     before_sig = silences_signature(engine)
     expire_silence(engine, sid, now=repeat + 30)
     assert silences_signature(engine) != before_sig
+
+
+def test_a_group_muted_from_the_start_needs_no_pass_until_something_changes(engine) -> None:
+    cfg = parse_config(CONFIG)
+    put_alert(engine, HOT_0)
+    create_silence(engine, ["node=n1"], 86400, now=T0 - 1)
+    assert route_pass(engine, cfg, T0).quiet_until == T0  # the group appears
+    assert route_pass(engine, cfg, T0 + 60).quiet_until == T0 + 86400 - 1  # only the silence's end
