@@ -46,8 +46,8 @@ def bench(ctx: Context, rule: Rule) -> list[Condition]:
     spec = rule.spec
     assert isinstance(spec, Bench)
     gpu = func.coalesce(BenchResult.gpu_id, BenchRun.gpu_id)
-    q = (select(gpu.label("gpu_id"), BenchRun.workload, BenchResult.metric, BenchResult.unit,
-                BenchResult.value, BenchRun.started_at, BenchRun.config, BenchRun.environment)
+    q = (select(gpu.label("gpu_id"), BenchRun.id.label("run_id"), BenchRun.workload, BenchResult.metric,
+                BenchResult.unit, BenchResult.value, BenchRun.started_at, BenchRun.config, BenchRun.environment)
          .join(BenchRun, BenchRun.id == BenchResult.run_id)
          .where(BenchRun.status == "ok", BenchRun.started_at > ctx.now - spec.lookback,
                 BenchRun.started_at <= ctx.now, BenchResult.value.is_not(None), gpu.is_not(None))
@@ -55,6 +55,7 @@ def bench(ctx: Context, rule: Rule) -> list[Condition]:
     if spec.workloads:
         q = q.where(BenchRun.workload.in_(spec.workloads))
     latest: dict[tuple[Any, ...], dict[str, Any]] = {}
+    run_keys: dict[tuple[int, str], tuple[Any, ...]] = {}  # a run's parameters and fingerprint, once per run
     for r in ctx.conn.execute(q):
         ref = ctx.gpus.get(r.gpu_id)
         if ref is None:
@@ -63,7 +64,11 @@ def bench(ctx: Context, rule: Rule) -> list[Condition]:
         row = {"gpu_id": r.gpu_id, "workload": r.workload, "metric": r.metric, "unit": r.unit, "value": r.value,
                "status": "ok", "started_at": r.started_at, "gpu_model": ref.model or env.get("gpu_model") or "unknown",
                "config": r.config, "environment": env}
-        latest[(r.gpu_id, *comparable_key(row))] = row
+        part = run_keys.get((r.run_id, row["gpu_model"]))
+        if part is None:
+            part = run_keys[(r.run_id, row["gpu_model"])] = comparable_key({**row, "metric": ""})[2:]
+        row["comparable"] = (r.workload, r.metric, *part)
+        latest[(r.gpu_id, *row["comparable"])] = row
     rows = list(latest.values())
     out = []
     for row, verdict in zip(rows, judge(rows, spec.factor, spec.min_peers), strict=True):

@@ -156,13 +156,14 @@ def _plain(value: Any) -> Any:
 
 def judge(rows: Sequence[Mapping[str, Any]], ratio: float = STRAGGLER_RATIO,
           min_peers: int = MIN_PEERS) -> list[Verdict]:
-    """One verdict per row, in order, each against every ok row comparable to it (``comparable_key``).
+    """One verdict per row, in order, each against every ok row comparable to it (``comparable_key``,
+    or the row's own ``comparable`` when the caller computed it).
     Rows need ``workload``, ``metric``, ``unit``, ``value`` and ``status`` (only ``"ok"`` results with
     a value count and can straggle). ``ratio`` is the fail threshold (warn stays at 5%)."""
     groups: dict[tuple[Any, ...], list[float]] = defaultdict(list)
     keys, values, oks = [], [], []
     for r in rows:
-        key = comparable_key(r)
+        key = r.get("comparable") or comparable_key(r)  # a caller may have computed it once per run
         value = _number(r["value"])
         ok = r["status"] == "ok" and value is not None
         if ok:

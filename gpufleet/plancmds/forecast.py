@@ -85,8 +85,9 @@ def _from_store(args: argparse.Namespace) -> tuple[Any, str | None, int]:
 
     from db.engine import ensure_schema, make_engine, resolve_url
     from gpufleet.cli import UserError
-    from planner.demand import UsageSeries, demand_from_jobs, fleet_gpu_model, telemetry_usage, unhealthy_gpus
-    from planner.jobs import job_time_bounds, load_jobs
+    from planner.demand import fleet_gpu_model, unhealthy_gpus
+    from planner.jobs import job_time_bounds
+    from planner.whatif import store_usage
 
     engine = make_engine(resolve_url(args.db))
     try:
@@ -96,16 +97,8 @@ def _from_store(args: argparse.Namespace) -> tuple[Any, str | None, int]:
         start = _time(args.start, "--start") or max(end - 28 * DAY, bounds[0] if bounds else -math.inf)
         if end <= start:
             raise UserError("--end must be after --start")
-        telemetry = telemetry_usage(engine, start, end)
-        jobs = load_jobs(engine, start, end) if bounds else None
-        if jobs is not None and len(jobs):
-            frame = demand_from_jobs(jobs, start, end)
-            frame["capacity"] = telemetry["capacity"].reindex(frame.index)
-            usage = UsageSeries("store jobs", "GPUs", "running + pending GPUs of the jobs table", frame)
-        elif len(telemetry):
-            usage = UsageSeries("store telemetry", "GPUs", "allocated GPUs from telemetry (busy or holding a process; "
-                                "pending work is invisible, so a lower bound)", telemetry)
-        else:
+        usage = store_usage(engine, start, end)  # the same demand the Capacity page shows
+        if usage is None:
             raise UserError("no jobs and no GPU telemetry in the store for that range: import jobs "
                             "('gpufleet import jobs') or pass --series FILE")
         return usage, args.gpu_model or fleet_gpu_model(engine), unhealthy_gpus(engine)
