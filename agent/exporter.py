@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import ssl
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -108,142 +108,204 @@ FILESYSTEM_METRICS = [
 ]
 
 
-def _family(name: str, counter: bool, help_text: str, labels: list[str]) -> GaugeMetricFamily | CounterMetricFamily:
-    cls = CounterMetricFamily if counter else GaugeMetricFamily
-    return cls(f"gpufleet_{name}", help_text, labels=labels)
+class Labels:
+    """One label set: its values (in the order of the family's sorted label names) and its text,
+    ``{a="x",b="y"}``, escaped once however many families and scrapes repeat it."""
+
+    __slots__ = ("values", "text")
+
+    def __init__(self, names: tuple[str, ...], values: tuple[str, ...]) -> None:
+        self.values = values
+        self.text = "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in zip(names, values, strict=True)) + "}"
 
 
-def _table(specs: list[tuple[str, str, bool, str]], rows: list[tuple[list[str], dict[str, Any]]],
-           labels: list[str]) -> Iterator[Metric]:
+# One family of the exposition: name (counters without ``_total``), counter?, help, label names
+# (sorted, as the text format writes them), and its rows (label set, value).
+Row = tuple[Labels, float]
+Family = tuple[str, bool, str, tuple[str, ...], list[Row]]
+
+GPU_LABELS = ("gpu", "model", "node", "uuid")
+ECC_LABELS = ("counter", "gpu", "model", "node", "type", "uuid")
+REASON_LABELS = ("gpu", "model", "node", "reason", "uuid")
+_CACHE_LIMIT = 4096  # label sets and formatted values kept between scrapes; cleared when exceeded
+
+
+def _family_name(name: str, counter: bool) -> str:
+    """``gpufleet_<name>``; a counter's family name without ``_total`` (its samples add it back)."""
+    full = f"gpufleet_{name}"
+    return full.removesuffix("_total") if counter else full
+
+
+def _table(specs: list[tuple[str, str, bool, str]], labels: tuple[str, ...],
+           rows: list[tuple[Labels, dict[str, Any]]]) -> Iterator[Family]:
+    """One family per spec over the rows that have a number in its column; empty ones are left out."""
     for name, column, counter, help_text in specs:
-        fam = _family(name, counter, help_text, labels)
-        for label_values, values in rows:
+        out = []
+        for lab, values in rows:
             v = values.get(column)
             if isinstance(v, int | float):
-                fam.add_metric(label_values, float(v))
-        if fam.samples:
-            yield fam
+                out.append((lab, v))
+        if out:
+            yield _family_name(name, counter), counter, help_text, labels, out
 
 
 class SnapshotCollector:
-    """prometheus_client collector over ``agent.loop.Snapshot`` and agent state."""
+    """The exposition of ``agent.loop.Snapshot`` and agent state, as plain families.
+
+    ``collect()`` hands them to prometheus_client as metric objects; ``render()`` writes the text
+    format from them directly (what every scrape of a new snapshot costs), byte for byte what
+    prometheus_client writes from ``collect()`` (a test holds it to that)."""
 
     def __init__(self, agent: Any, node: str) -> None:
         self.agent = agent
         self.node = node
+        self._labelsets: dict[tuple[tuple[str, ...], tuple[str, ...]], Labels] = {}
+        self._numbers: dict[float, str] = {}
 
     def describe(self) -> list[Metric]:
         return []  # no describe-time collection, so registering does not scrape
 
+    def labels(self, names: tuple[str, ...], *values: str) -> Labels:
+        key = (names, values)
+        lab = self._labelsets.get(key)
+        if lab is None:
+            if len(self._labelsets) > _CACHE_LIMIT:
+                self._labelsets.clear()
+            lab = self._labelsets[key] = Labels(names, values)
+        return lab
+
     def collect(self) -> Iterator[Metric]:
+        for name, counter, help_text, names, rows in self.families():
+            fam = (CounterMetricFamily if counter else GaugeMetricFamily)(name, help_text, labels=names)
+            for lab, value in rows:
+                fam.add_metric(lab.values, float(value))
+            yield fam
+
+    def render(self) -> str:
+        out: list[str] = []
+        number = self._number
+        for name, counter, help_text, _names, rows in self.families():
+            sample = f"{name}_total" if counter else name
+            out.append(_header(sample, "counter" if counter else "gauge", help_text))
+            out.extend([f"{sample}{lab.text} {number(value)}\n" for lab, value in rows])
+        return "".join(out)
+
+    def _number(self, value: float) -> str:
+        """``floatToGoString`` remembered per value: most values (limits, clocks, counts, zeros of
+        counters that never move) repeat from one scrape to the next."""
+        text = self._numbers.get(value)
+        if text is None:
+            text = floatToGoString(value)
+            if value:  # 0.0 and -0.0 are one key but two texts
+                if len(self._numbers) > _CACHE_LIMIT:
+                    self._numbers.clear()
+                self._numbers[value] = text
+        return text
+
+    def families(self) -> Iterator[Family]:
         snap = self.agent.snapshot
-        node = self.node
+        node, lab = self.node, self.labels
         by_kind: dict[str, list[Sample]] = {}
         for s in snap.samples:
             by_kind.setdefault(s.kind, []).append(s)
-        gpu_labels = ["node", "gpu", "uuid", "model"]
-        gpu_rows = []
-        for s in by_kind.get("gpu", []):
+        gpu_rows: list[tuple[Labels, dict[str, Any]]] = []
+        gpu_ids: list[tuple[str, str, str]] = []  # (gpu, model, uuid)
+        for s in by_kind.get("gpu", ()):
             idx = s.key["gpu_index"]
             info = snap.gpus.get(idx)
-            gpu_rows.append(([node, str(idx), s.key["gpu_uuid"], (info.model if info else None) or ""], s.values))
-        up = GaugeMetricFamily("gpufleet_gpu_up", "1 when NVML answers for the GPU, 0 when lost or failing",
-                               labels=gpu_labels)
-        for lv, values in gpu_rows:
-            up.add_metric(lv, 1.0 if values.get("status") == "ok" else 0.0)
-        yield up
-        yield from _table(GPU_METRICS, gpu_rows, gpu_labels)
-        ecc = CounterMetricFamily("gpufleet_gpu_ecc_errors_total", "ECC errors by type and counter",
-                                  labels=[*gpu_labels, "type", "counter"])
-        reasons = GaugeMetricFamily("gpufleet_gpu_clock_event_reason",
-                                    "1 while the clock-event (throttle) reason is active",
-                                    labels=[*gpu_labels, "reason"])
-        for lv, values in gpu_rows:
+            ids = (str(idx), (info.model if info else None) or "", s.key["gpu_uuid"])
+            gpu_ids.append(ids)
+            gpu_rows.append((lab(GPU_LABELS, ids[0], ids[1], node, ids[2]), s.values))
+        yield ("gpufleet_gpu_up", False, "1 when NVML answers for the GPU, 0 when lost or failing", GPU_LABELS,
+               [(gl, 1.0 if values.get("status") == "ok" else 0.0) for gl, values in gpu_rows])
+        yield from _table(GPU_METRICS, GPU_LABELS, gpu_rows)
+        ecc: list[Row] = []
+        reasons: list[Row] = []
+        for (gpu, model, uuid), (_gl, values) in zip(gpu_ids, gpu_rows, strict=True):
             for etype, counter, column in ECC:
                 count = values.get(column)
                 if isinstance(count, int | float):
-                    ecc.add_metric([*lv, etype, counter], float(count))
+                    ecc.append((lab(ECC_LABELS, counter, gpu, model, node, etype, uuid), count))
             mask = values.get("clock_event_reasons")
             if isinstance(mask, int):
                 for bit, reason in CLOCK_EVENT_REASONS.items():
-                    reasons.add_metric([*lv, reason], 1.0 if mask & bit else 0.0)
-        yield ecc
-        yield reasons
-        xids = CounterMetricFamily("gpufleet_gpu_xid_errors_total", "XID errors seen since the agent started",
-                                   labels=["node", "gpu", "uuid", "xid"])
-        events = CounterMetricFamily("gpufleet_events_total", "Events recorded since the agent started",
-                                     labels=["node", "kind"])
+                    reasons.append((lab(REASON_LABELS, gpu, model, node, reason, uuid), 1.0 if mask & bit else 0.0))
+        yield "gpufleet_gpu_ecc_errors", True, "ECC errors by type and counter", ECC_LABELS, ecc
+        yield ("gpufleet_gpu_clock_event_reason", False, "1 while the clock-event (throttle) reason is active",
+               REASON_LABELS, reasons)
+        xid_names, event_names = ("gpu", "node", "uuid", "xid"), ("kind", "node")
+        xids: list[Row] = []
         per_kind: dict[str, int] = {}
-        for (kind, code, gpu, uuid), n in sorted(snap.event_counts.items(), key=str):
+        for (kind, code, gpu_index, uuid), n in sorted(snap.event_counts.items(), key=str):
             per_kind[kind] = per_kind.get(kind, 0) + n
             if kind == "xid":
-                xids.add_metric([node, "" if gpu is None else str(gpu), uuid or "", str(code)], float(n))
-        for kind, n in sorted(per_kind.items()):
-            events.add_metric([node, kind], float(n))
-        yield xids
-        yield events
-        host = [([node], s.values) for s in by_kind.get("host", [])]
-        yield from _table(HOST_METRICS, host, ["node"])
-        ifaces = [([node, s.key["interface"]], s.values) for s in by_kind.get("interface", [])]
-        yield from _table(INTERFACE_METRICS, ifaces, ["node", "interface"])
-        speed = GaugeMetricFamily("gpufleet_network_speed_bytes", "Link speed in bytes per second",
-                                  labels=["node", "interface"])
-        for lv, values in ifaces:
+                xids.append((lab(xid_names, "" if gpu_index is None else str(gpu_index), node, uuid or "",
+                                 str(code)), n))
+        yield "gpufleet_gpu_xid_errors", True, "XID errors seen since the agent started", xid_names, xids
+        yield ("gpufleet_events", True, "Events recorded since the agent started", event_names,
+               [(lab(event_names, kind, node), n) for kind, n in sorted(per_kind.items())])
+        node_names = ("node",)
+        hosts = [(lab(node_names, node), s.values) for s in by_kind.get("host", ())]
+        yield from _table(HOST_METRICS, node_names, hosts)
+        if_names = ("interface", "node")
+        ifaces = [(lab(if_names, s.key["interface"], node), s.values) for s in by_kind.get("interface", ())]
+        yield from _table(INTERFACE_METRICS, if_names, ifaces)
+        speeds: list[Row] = []
+        for il, values in ifaces:
             bits = values.get("speed_bits_per_second")
             if isinstance(bits, int | float):
-                speed.add_metric(lv, float(bits) / 8)
-        yield speed
-        disks = [([node, s.key["device"]], s.values) for s in by_kind.get("disk", [])]
-        yield from _table(DISK_METRICS, disks, ["node", "device"])
-        fss = [([node, s.key["path"], str(s.values.get("device") or ""), str(s.values.get("fstype") or "")],
-                s.values) for s in by_kind.get("filesystem", [])]
-        yield from _table(FILESYSTEM_METRICS, fss, ["node", "mountpoint", "device", "fstype"])
-        yield from self._agent_metrics(snap)
+                speeds.append((il, bits / 8))
+        yield "gpufleet_network_speed_bytes", False, "Link speed in bytes per second", if_names, speeds
+        disk_names = ("device", "node")
+        yield from _table(DISK_METRICS, disk_names,
+                          [(lab(disk_names, s.key["device"], node), s.values) for s in by_kind.get("disk", ())])
+        fs_names = ("device", "fstype", "mountpoint", "node")
+        yield from _table(FILESYSTEM_METRICS, fs_names,
+                          [(lab(fs_names, str(s.values.get("device") or ""), str(s.values.get("fstype") or ""),
+                                s.key["path"], node), s.values) for s in by_kind.get("filesystem", ())])
+        yield from self._agent_families(snap)
 
-    def _agent_metrics(self, snap: Any) -> Iterator[Metric]:
-        node = self.node
-        info = GaugeMetricFamily("gpufleet_agent_info", "Agent version", labels=["node", "version"])
-        info.add_metric([node, self.agent.node.get("agent_version") or ""], 1.0)
-        yield info
-        cup = GaugeMetricFamily("gpufleet_agent_collector_up", "1 when the collector's last run succeeded",
-                                labels=["node", "collector"])
-        cfail = GaugeMetricFamily("gpufleet_agent_collector_consecutive_failures",
-                                  "Failures of the collector since its last success", labels=["node", "collector"])
-        for name, h in sorted(snap.collectors.items()):
-            cup.add_metric([node, name], 1.0 if h["status"] == "ok" else 0.0)
-            cfail.add_metric([node, name], float(h["failures"]))
-        yield cup
-        yield cfail
-        gauges: list[tuple[str, str, Callable[[], float | None]]] = [
-            ("agent_last_collection_timestamp_seconds", "When the last collection ran", lambda: snap.ts or None),
-            ("agent_collection_duration_seconds", "Wall time of the last collection", lambda: snap.cycle_seconds),
-            ("agent_spool_batches", "Batches waiting in the spool", lambda: float(len(self.agent.spool.pending()))),
-        ]
+    def _agent_families(self, snap: Any) -> Iterator[Family]:
+        node, lab = self.node, self.labels
+        node_names, col_names = ("node",), ("collector", "node")
+        yield ("gpufleet_agent_info", False, "Agent version", ("node", "version"),
+               [(lab(("node", "version"), node, self.agent.node.get("agent_version") or ""), 1.0)])
+        health = sorted(snap.collectors.items())
+        yield ("gpufleet_agent_collector_up", False, "1 when the collector's last run succeeded", col_names,
+               [(lab(col_names, name, node), 1.0 if h["status"] == "ok" else 0.0) for name, h in health])
+        yield ("gpufleet_agent_collector_consecutive_failures", False, "Failures of the collector since its last "
+               "success", col_names, [(lab(col_names, name, node), h["failures"]) for name, h in health])
         store = self.agent.store
+        gauges: list[tuple[str, str, float | None]] = [
+            ("agent_last_collection_timestamp_seconds", "When the last collection ran", snap.ts or None),
+            ("agent_collection_duration_seconds", "Wall time of the last collection", snap.cycle_seconds),
+            ("agent_spool_batches", "Batches waiting in the spool", len(self.agent.spool.pending())),
+        ]
         if store is not None:
             gauges.append(("agent_store_consecutive_failures", "Failed store writes since the last success",
-                           lambda: float(store.failures)))
-        for name, help_text, get in gauges:
-            value = get()
-            if value is not None:
-                fam = GaugeMetricFamily(f"gpufleet_{name}", help_text, labels=["node"])
-                fam.add_metric([node], float(value))
-                yield fam
+                           store.failures))
         counters = [("agent_spool_dropped_batches_total", "Batches dropped because the spool was full",
-                     float(self.agent.spool.dropped))]
+                     self.agent.spool.dropped)]
         if store is not None:
-            counters.append(("agent_batches_written_total", "Batches committed to the store",
-                             float(store.written_batches)))
-        for name, help_text, value in counters:
-            cfam = CounterMetricFamily(f"gpufleet_{name}", help_text, labels=["node"])
-            cfam.add_metric([node], value)
-            yield cfam
+            counters.append(("agent_batches_written_total", "Batches committed to the store", store.written_batches))
+        node_row = lab(node_names, node)
+        for specs, counter in ((gauges, False), (counters, True)):
+            for name, help_text, value in specs:
+                if value is not None:
+                    yield _family_name(name, counter), counter, help_text, node_names, [(node_row, value)]
+
+
+class SnapshotRegistry(CollectorRegistry):
+    """A registry holding one ``SnapshotCollector``, so ``render_text`` can take the direct path."""
+
+    def __init__(self, source: SnapshotCollector) -> None:
+        super().__init__(auto_describe=False)
+        self.source = source
+        self.register(source)  # type: ignore[arg-type]
 
 
 def make_registry(agent: Any, node: str) -> CollectorRegistry:
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(SnapshotCollector(agent, node))  # type: ignore[arg-type]
-    return registry
+    return SnapshotRegistry(SnapshotCollector(agent, node))
 
 
 def _escape(value: str) -> str:
@@ -252,16 +314,22 @@ def _escape(value: str) -> str:
     return value
 
 
+def _header(name: str, kind: str, help_text: str) -> str:
+    doc = help_text.replace("\\", r"\\").replace("\n", r"\n")
+    return f"# HELP {name} {doc}\n# TYPE {name} {kind}\n"
+
+
 def render_text(registry: CollectorRegistry) -> bytes:
     """The registry in the Prometheus text format, byte for byte what ``generate_latest`` writes
-    (a test holds it to that) at a third of the CPU: the same label sets recur in every GPU family,
-    so each is formatted once."""
+    (tests hold it to that) at a fraction of the CPU. The agent's own registry is written straight
+    from its families; any other registry through its metric objects, each label set formatted once."""
+    if isinstance(registry, SnapshotRegistry):
+        return registry.source.render().encode()
     out: list[str] = []
     labelsets: dict[tuple[tuple[str, str], ...], str] = {}
     for fam in registry.collect():
         name = f"{fam.name}_total" if fam.type == "counter" else fam.name
-        doc = fam.documentation.replace("\\", r"\\").replace("\n", r"\n")
-        out.append(f"# HELP {name} {doc}\n# TYPE {name} {fam.type}\n")
+        out.append(_header(name, fam.type, fam.documentation))
         for sample in fam.samples:
             text = ""
             if sample.labels:

@@ -203,11 +203,12 @@ def idle_cpu(pids: dict[str, int], seconds: float) -> dict[str, float]:
 # -- inside the agent process ---------------------------------------------------------------------
 
 def _freeze(value: Any) -> Any:
-    if isinstance(value, list | tuple):
-        return tuple(_freeze(v) for v in value)
+    """A table key for an NVML argument: itself when hashable, else its items (lists) or its id."""
     try:
         hash(value)
     except TypeError:
+        if isinstance(value, list | tuple):
+            return tuple(_freeze(v) for v in value)
         return ("@id", id(value))
     return value
 

@@ -47,6 +47,15 @@ NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_RX = 139
 NVML_FI_DEV_NVLINK_LINK_COUNT = 91
 NVML_FI_DEV_NVLINK_CRC_FLIT_ERROR_COUNT_TOTAL, NVML_FI_DEV_NVLINK_CRC_DATA_ERROR_COUNT_TOTAL = 38, 45
 NVML_FI_DEV_NVLINK_REPLAY_ERROR_COUNT_TOTAL, NVML_FI_DEV_NVLINK_RECOVERY_ERROR_COUNT_TOTAL = 52, 59
+NVML_FI_DEV_ECC_SBE_VOL_TOTAL, NVML_FI_DEV_ECC_DBE_VOL_TOTAL = 3, 4
+NVML_FI_DEV_ECC_SBE_AGG_TOTAL, NVML_FI_DEV_ECC_DBE_AGG_TOTAL = 5, 6
+NVML_FI_DEV_RETIRED_SBE, NVML_FI_DEV_RETIRED_DBE = 29, 30
+NVML_FI_DEV_TOTAL_ENERGY_CONSUMPTION = 83
+NVML_FI_DEV_PCIE_REPLAY_COUNTER = 94
+NVML_FI_DEV_REMAPPED_COR, NVML_FI_DEV_REMAPPED_UNC = 142, 143
+NVML_FI_DEV_REMAPPED_PENDING, NVML_FI_DEV_REMAPPED_FAILURE = 144, 145
+NVML_FI_DEV_NVLINK_GET_STATE = 165
+NVML_NVLINK_STATE_INACTIVE, NVML_NVLINK_STATE_ACTIVE = 0, 1
 NVML_DEVICE_MIG_DISABLE, NVML_DEVICE_MIG_ENABLE = 0, 1
 NVML_VALUE_TYPE_DOUBLE, NVML_VALUE_TYPE_UNSIGNED_INT, NVML_VALUE_TYPE_UNSIGNED_LONG = 0, 1, 2
 NVML_VALUE_TYPE_UNSIGNED_LONG_LONG, NVML_VALUE_TYPE_SIGNED_LONG_LONG = 3, 4
@@ -123,6 +132,14 @@ _MIB = 1 << 20
 # Field ids summing one NVLink error counter over all links -> nvmlDeviceGetNvLinkErrorCounter's counter.
 _NVLINK_ERROR_FIELDS = {38: NVML_NVLINK_ERROR_DL_CRC_FLIT, 45: NVML_NVLINK_ERROR_DL_CRC_DATA,
                         52: NVML_NVLINK_ERROR_DL_REPLAY, 59: NVML_NVLINK_ERROR_DL_RECOVERY}
+# ECC total field ids -> (uncorrected, aggregate), as nvmlDeviceGetTotalEccErrors takes them.
+_ECC_FIELDS = {NVML_FI_DEV_ECC_SBE_VOL_TOTAL: (False, False), NVML_FI_DEV_ECC_DBE_VOL_TOTAL: (True, False),
+               NVML_FI_DEV_ECC_SBE_AGG_TOTAL: (False, True), NVML_FI_DEV_ECC_DBE_AGG_TOTAL: (True, True)}
+_RETIRED_FIELDS = {NVML_FI_DEV_RETIRED_SBE: NVML_PAGE_RETIREMENT_CAUSE_MULTIPLE_SINGLE_BIT_ECC_ERRORS,
+                   NVML_FI_DEV_RETIRED_DBE: NVML_PAGE_RETIREMENT_CAUSE_DOUBLE_BIT_ECC_ERROR}
+# Remapped-row field ids -> their position in nvmlDeviceGetRemappedRows' tuple.
+_REMAP_FIELDS = {NVML_FI_DEV_REMAPPED_COR: 0, NVML_FI_DEV_REMAPPED_UNC: 1, NVML_FI_DEV_REMAPPED_PENDING: 2,
+                 NVML_FI_DEV_REMAPPED_FAILURE: 3}
 
 
 class _Handle:
@@ -135,6 +152,35 @@ class _Handle:
 
     def __repr__(self) -> str:
         return f"<FakeNVML device {self.gpu.index}{'' if self.mig is None else f' mig {self.mig}'}>"
+
+
+class _FieldUnion:
+    """The ``value`` union of an nvmlFieldValue_t: one number, read through the member its
+    ``valueType`` names (dVal, uiVal, ulVal, ullVal, sllVal, siVal, usVal)."""
+
+    __slots__ = ("_v",)
+
+    def __init__(self, v: int) -> None:
+        self._v = v
+
+    dVal = property(lambda self: float(self._v))
+    uiVal = property(lambda self: self._v & 0xFFFFFFFF)
+    ulVal = property(lambda self: self._v & _M64)
+    ullVal = property(lambda self: self._v & _M64)
+    sllVal = property(lambda self: self._v)
+    siVal = property(lambda self: self._v & 0x7FFFFFFF)
+    usVal = property(lambda self: self._v & 0xFFFF)
+
+
+class _FieldValue:
+    """One nvmlFieldValue_t as nvmlDeviceGetFieldValues fills it (timestamps in microseconds)."""
+
+    __slots__ = ("fieldId", "scopeId", "timestamp", "latencyUsec", "valueType", "nvmlReturn", "value")
+
+    def __init__(self, field_id: int, scope_id: int, timestamp: int, value_type: int, ret: int,
+                 value: _FieldUnion) -> None:
+        self.fieldId, self.scopeId, self.timestamp, self.latencyUsec = field_id, scope_id, timestamp, 0
+        self.valueType, self.nvmlReturn, self.value = value_type, ret, value
 
 
 class FakeNVML:
@@ -452,36 +498,62 @@ class FakeNVML:
             raise NVMLError_InvalidArgument()
         return g.nvlink_errors(t, link, counter)
 
-    def nvmlDeviceGetFieldValues(self, handle: Any, fieldIds: Sequence[Any]) -> list[SimpleNamespace]:
-        """Supports memory temperature, NVLink link count, NVLink error totals and NVLink throughput.
-        Throughput is cumulative KiB of the link in ``scopeId``, as in nvml.h: pass
-        ``(fieldId, 0xFFFFFFFF)`` for the sum over all links; a bare field id means link 0."""
+    def nvmlDeviceGetFieldValues(self, handle: Any, fieldIds: Sequence[Any]) -> list[_FieldValue]:
+        """Supports memory temperature, energy, the PCIe replay counter, ECC totals, retired pages,
+        remapped rows and NVLink (link count, per-link state, error totals, throughput), each from
+        the same simulation as the function that reads it alone; any other field answers
+        NVML_ERROR_NOT_SUPPORTED in its own entry, as NVML does. Throughput is cumulative KiB of the
+        link in ``scopeId``, as in nvml.h: pass ``(fieldId, 0xFFFFFFFF)`` for the sum over all
+        links; a bare field id means link 0 (for link state too)."""
         g, t = self._dev(handle)
-        m, out = self.model, []
+        out, stamp = [], int((self.start + t) * 1e6)
         for f in fieldIds:
             try:
                 fid, scope = f
             except TypeError:
                 fid, scope = f, 0
-            ret, vtype, v = NVML_SUCCESS, NVML_VALUE_TYPE_UNSIGNED_LONG_LONG, 0
-            if fid == NVML_FI_DEV_MEMORY_TEMP and m.memory_temp:
-                vtype, v = NVML_VALUE_TYPE_UNSIGNED_INT, round(g.state(t).temp + g.mem_temp_offset)
-            elif fid == NVML_FI_DEV_NVLINK_LINK_COUNT and m.nvlinks:
-                vtype, v = NVML_VALUE_TYPE_UNSIGNED_INT, m.nvlinks
-            elif fid in _NVLINK_ERROR_FIELDS and m.nvlinks:
-                v = sum(g.nvlink_errors(t, link, _NVLINK_ERROR_FIELDS[fid]) for link in range(m.nvlinks))
-            elif fid in (NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_TX, NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_RX) \
-                    and m.nvlinks:
-                links = m.nvlinks if scope == 0xFFFFFFFF else 1 if 0 <= scope < m.nvlinks else 0
-                ret = NVML_SUCCESS if links else NVML_ERROR_INVALID_ARGUMENT
-                v = links * g.nvlink_kib(t, rx=fid == NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_RX)
-            else:
-                ret, vtype = NVML_ERROR_NOT_SUPPORTED, NVML_VALUE_TYPE_DOUBLE
-            value = SimpleNamespace(dVal=float(v), uiVal=v & 0xFFFFFFFF, ulVal=v & _M64, ullVal=v & _M64,
-                                    sllVal=v, siVal=v & 0x7FFFFFFF, usVal=v & 0xFFFF)
-            out.append(SimpleNamespace(fieldId=fid, scopeId=scope, timestamp=int((self.start + t) * 1e6),
-                                       latencyUsec=0, valueType=vtype, nvmlReturn=ret, value=value))
+            try:
+                vtype, v = self._field_value(g, t, fid, scope)
+                ret = NVML_SUCCESS
+            except NVMLError as exc:
+                ret, vtype, v = exc.value, NVML_VALUE_TYPE_DOUBLE, 0
+            out.append(_FieldValue(fid, scope, stamp, vtype, ret, _FieldUnion(v)))
         return out
+
+    def _field_value(self, g: SimulatedGpu, t: float, fid: int, scope: int) -> tuple[int, int]:
+        """(value type, value) of one field, or the NVMLError its entry reports."""
+        m, ull, uint = self.model, NVML_VALUE_TYPE_UNSIGNED_LONG_LONG, NVML_VALUE_TYPE_UNSIGNED_INT
+        if fid == NVML_FI_DEV_MEMORY_TEMP:
+            self._need(m.memory_temp)
+            return uint, round(g.state(t).temp + g.mem_temp_offset)
+        if fid == NVML_FI_DEV_TOTAL_ENERGY_CONSUMPTION:
+            return ull, g.energy_mj(t)
+        if fid == NVML_FI_DEV_PCIE_REPLAY_COUNTER:
+            return uint, g.pcie_replays(t)
+        if fid in _ECC_FIELDS:
+            return ull, self._ecc(g, t, *_ECC_FIELDS[fid])
+        if fid in _RETIRED_FIELDS:
+            return ull, self._retired_count(g, t, _RETIRED_FIELDS[fid])
+        if fid in _REMAP_FIELDS:
+            return uint, self._remapped(g, t)[_REMAP_FIELDS[fid]]
+        if fid == NVML_FI_DEV_NVLINK_LINK_COUNT:
+            self._need(m.nvlinks > 0)
+            return uint, m.nvlinks
+        if fid == NVML_FI_DEV_NVLINK_GET_STATE:
+            self._need(m.nvlinks > 0)
+            if not 0 <= scope < m.nvlinks:
+                raise NVMLError_InvalidArgument()
+            return uint, NVML_NVLINK_STATE_ACTIVE
+        if fid in _NVLINK_ERROR_FIELDS:
+            self._need(m.nvlinks > 0)
+            return ull, sum(g.nvlink_errors(t, link, _NVLINK_ERROR_FIELDS[fid]) for link in range(m.nvlinks))
+        if fid in (NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_TX, NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_RX):
+            self._need(m.nvlinks > 0)
+            links = m.nvlinks if scope == 0xFFFFFFFF else 1 if 0 <= scope < m.nvlinks else 0
+            if not links:
+                raise NVMLError_InvalidArgument()
+            return ull, links * g.nvlink_kib(t, rx=fid == NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_RX)
+        raise NVMLError_NotSupported()
 
     # ---- memory errors ------------------------------------------------------------------------
     def nvmlDeviceGetEccMode(self, handle: Any) -> list[int]:
@@ -494,24 +566,32 @@ class FakeNVML:
         self._need(self.model.ecc)
         if errorType not in (0, 1) or counterType not in (0, 1):
             raise NVMLError_InvalidArgument()
-        return g.ecc(t, uncorrected=errorType == NVML_MEMORY_ERROR_TYPE_UNCORRECTED,
-                     aggregate=counterType == NVML_AGGREGATE_ECC)
+        return self._ecc(g, t, errorType == NVML_MEMORY_ERROR_TYPE_UNCORRECTED, counterType == NVML_AGGREGATE_ECC)
+
+    def _ecc(self, g: SimulatedGpu, t: float, uncorrected: bool, aggregate: bool) -> int:
+        self._need(self.model.ecc)
+        return g.ecc(t, uncorrected=uncorrected, aggregate=aggregate)
 
     def nvmlDeviceGetRetiredPages(self, device: Any, sourceFilter: int) -> list[int]:
         """Pre-Ampere GPUs only (V100); later ones remap rows instead and raise NotSupported here."""
         g, t = self._dev(device)
-        self._need(self.model.ecc and not self.model.row_remapping)
-        if sourceFilter == NVML_PAGE_RETIREMENT_CAUSE_DOUBLE_BIT_ECC_ERROR:
-            n = g.ecc(t, uncorrected=True, aggregate=True)
-        elif sourceFilter == NVML_PAGE_RETIREMENT_CAUSE_MULTIPLE_SINGLE_BIT_ECC_ERRORS:
-            n = g.ecc(t, uncorrected=False, aggregate=True) // 100
-        else:
-            raise NVMLError_InvalidArgument()
+        n = self._retired_count(g, t, sourceFilter)
         return [(mix64(g.key ^ (sourceFilter << 8) ^ i) % 0x7FFFFF) << 12 for i in range(n)]
+
+    def _retired_count(self, g: SimulatedGpu, t: float, cause: int) -> int:
+        self._need(self.model.ecc and not self.model.row_remapping)
+        if cause == NVML_PAGE_RETIREMENT_CAUSE_DOUBLE_BIT_ECC_ERROR:
+            return g.ecc(t, uncorrected=True, aggregate=True)
+        if cause == NVML_PAGE_RETIREMENT_CAUSE_MULTIPLE_SINGLE_BIT_ECC_ERRORS:
+            return g.ecc(t, uncorrected=False, aggregate=True) // 100
+        raise NVMLError_InvalidArgument()
 
     def nvmlDeviceGetRemappedRows(self, device: Any) -> tuple[int, int, int, int]:
         """(correctable, uncorrectable, pending, failure): an uncorrectable error leaves a remap pending."""
         g, t = self._dev(device)
+        return self._remapped(g, t)
+
+    def _remapped(self, g: SimulatedGpu, t: float) -> tuple[int, int, int, int]:
         self._need(self.model.ecc and self.model.row_remapping)
         unc = g.ecc(t, uncorrected=True, aggregate=True)
         return (g.ecc(t, uncorrected=False, aggregate=True) // 100, unc, 1 if unc else 0, 0)

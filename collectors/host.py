@@ -56,6 +56,7 @@ class HostCollector:
         self._procfs = procfs
         self._clock = clock
         self._prev_cpu: tuple[float, float] | None = None
+        self._boot_time: float | None = None
 
     def check(self) -> bool:
         try:
@@ -82,7 +83,9 @@ class HostCollector:
             values["swap_total_bytes"], values["swap_used_bytes"] = swap.total, swap.used
         except (OSError, RuntimeError):
             pass
-        boot_time = self._psutil.boot_time()
+        if self._boot_time is None:  # the kernel's btime: fixed until the next boot
+            self._boot_time = self._psutil.boot_time()
+        boot_time = self._boot_time
         values["boot_time"] = boot_time
         values["uptime_seconds"] = self._uptime(now, boot_time)
         try:
@@ -112,3 +115,4 @@ class HostCollector:
 
     def close(self) -> None:
         self._prev_cpu = None
+        self._boot_time = None

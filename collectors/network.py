@@ -41,9 +41,10 @@ VALUE_NAMES = (
 
 
 def _read_text(path: str) -> str | None:
+    """A small sysfs file's text, read in one unbuffered call (sysfs attributes fit in a page)."""
     try:
-        with open(path, encoding="ascii", errors="replace") as f:
-            return f.read().strip()
+        with open(path, "rb", buffering=0) as f:
+            return f.read(4096).decode("ascii", "replace").strip()
     except OSError:  # absent, or EINVAL (e.g. speed of a down link)
         return None
 
@@ -106,6 +107,8 @@ class NetworkCollector:
         self._exclude = list(exclude)
         self._infiniband = infiniband
         self._prev: dict[str, tuple[float, int | None, int | None]] = {}
+        self._kinds: dict[str, str] = {}  # interface -> link type, which does not change while it exists
+        self._wanted_names: dict[str, bool] = {}
 
     def _ib_root(self) -> str:
         return os.path.join(self._sysfs, "class", "infiniband")
@@ -119,18 +122,22 @@ class NetworkCollector:
         return self._infiniband and os.path.isdir(self._ib_root())
 
     def _wanted(self, name: str) -> bool:
-        if any(fnmatch.fnmatchcase(name, p) for p in self._exclude):
-            return False
-        return self._include is None or any(fnmatch.fnmatchcase(name, p) for p in self._include)
+        """Whether ``name`` passes the include/exclude patterns (remembered: the patterns are fixed)."""
+        wanted = self._wanted_names.get(name)
+        if wanted is None:
+            wanted = not any(fnmatch.fnmatchcase(name, p) for p in self._exclude) and (
+                self._include is None or any(fnmatch.fnmatchcase(name, p) for p in self._include))
+            if len(self._wanted_names) > 4096:  # interfaces that come and go (containers' veths)
+                self._wanted_names.clear()
+            self._wanted_names[name] = wanted
+        return wanted
 
     def collect(self) -> list[Record]:
         now = self._clock()
         rows = list(self._netdev_rows()) + (list(self._ib_rows()) if self._infiniband else [])
         out: list[Record] = []
         seen = set()
-        for name, values in rows:
-            if not self._wanted(name):
-                continue
+        for name, values in rows:  # only wanted ones: the rest are not even read
             seen.add(name)
             rx, tx = _as_int(values.get("rx_bytes_total")), _as_int(values.get("tx_bytes_total"))
             prev_ts, prev_rx, prev_tx = self._prev.get(name, (None, None, None))
@@ -156,16 +163,23 @@ class NetworkCollector:
             stats = self._psutil.net_if_stats() or {}
         except OSError:
             stats = {}
+        for gone in set(self._kinds) - set(counters):
+            del self._kinds[gone]
         for name in sorted(counters):
+            if not self._wanted(name):
+                continue
             c, st = counters[name], stats.get(name)
             base = os.path.join(self._sysfs, "class", "net", name)
             speed_mbps = _read_int(os.path.join(base, "speed"))
             if speed_mbps is None and not os.path.exists(os.path.join(base, "speed")) and st is not None:
                 speed_mbps = st.speed  # psutil reports unknown as 0
+            kind = self._kinds.get(name)
+            if kind is None:
+                kind = self._kinds[name] = _ARPHRD_KIND.get(_read_int(os.path.join(base, "type")) or -1, "other")
             yield (
                 name,
                 {
-                    "kind": _ARPHRD_KIND.get(_read_int(os.path.join(base, "type")) or -1, "other"),
+                    "kind": kind,
                     "rx_bytes_total": c.bytes_recv,
                     "tx_bytes_total": c.bytes_sent,
                     "rx_packets_total": c.packets_recv,
@@ -196,7 +210,8 @@ class NetworkCollector:
             except OSError:
                 continue
             for port in ports:
-                yield f"{hca}/{port}", self._ib_port(os.path.join(ports_dir, port))
+                if self._wanted(f"{hca}/{port}"):
+                    yield f"{hca}/{port}", self._ib_port(os.path.join(ports_dir, port))
 
     @staticmethod
     def _ib_port(base: str) -> dict[str, Value]:

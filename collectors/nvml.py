@@ -44,18 +44,39 @@ FI_NVLINK_LINK_COUNT = 91
 FI_NVLINK_TX_KIB = 138
 FI_NVLINK_RX_KIB = 139
 FI_NVLINK_ERRORS = (38, 45, 52, 59)  # CRC flit, CRC data, replay, recovery: totals over all lanes
+FI_NVLINK_STATE = 165  # per link (scope id = link): 0 inactive, else up (active, sleeping, traffic disabled)
 ALL_LINKS = 0xFFFFFFFF  # scope id: the sum over every link
-_FIELDS = (FI_MEMORY_TEMP, FI_NVLINK_LINK_COUNT, FI_NVLINK_TX_KIB, FI_NVLINK_RX_KIB, *FI_NVLINK_ERRORS)
-_FIELD_REQUEST = [(f, ALL_LINKS) if f in (FI_NVLINK_TX_KIB, FI_NVLINK_RX_KIB) else f for f in _FIELDS]
+# Counters and readings that one nvmlDeviceGetFieldValues call per GPU and cycle returns, with the
+# column each fills; each entry succeeds or fails on its own, as the single calls they replace did.
+BATCHED_FIELDS = (
+    (FI_MEMORY_TEMP, "temperature_memory_celsius"),
+    (83, "energy_joules_total"),  # mJ
+    (94, "pcie_replay_total"),
+    (3, "ecc_corrected_volatile_total"),  # single-bit, volatile
+    (4, "ecc_uncorrected_volatile_total"),  # double-bit, volatile
+    (5, "ecc_corrected_aggregate_total"),
+    (6, "ecc_uncorrected_aggregate_total"),
+    (29, "retired_pages_sbe"),
+    (30, "retired_pages_dbe"),
+    (142, "remapped_rows_correctable"),
+    (143, "remapped_rows_uncorrectable"),
+    (144, "remapped_rows_pending"),
+    (145, "remapped_rows_failure"),
+)
+NVLINK_FIELDS = ((FI_NVLINK_TX_KIB, ALL_LINKS), (FI_NVLINK_RX_KIB, ALL_LINKS), *FI_NVLINK_ERRORS)
+NVLINK_COLUMNS = ("nvlink_links_active", "nvlink_tx_bytes_total", "nvlink_rx_bytes_total", "nvlink_errors_total")
+# Static values (the inventory, and the maxima every sample repeats) are read again this often,
+# not every cycle; a GPU that comes back after an error is read again at once.
+INVENTORY_REFRESH_SECONDS = 300.0
+_BATCHED_COLUMN = dict(BATCHED_FIELDS)
+_BATCHED_IDS = tuple(_BATCHED_COLUMN)
 
 # An NVML call that fails for being unsupported leaves these columns NULL.
 _CALL_COLUMNS = {
     "utilization_gpu_ratio": ("utilization_gpu_ratio", "utilization_memory_ratio"),
     "memory_used_bytes": ("memory_used_bytes", "memory_free_bytes", "memory_total_bytes"),
-    "remapped_rows": ("remapped_rows_correctable", "remapped_rows_uncorrectable", "remapped_rows_pending",
-                      "remapped_rows_failure"),
-    "field_values": ("temperature_memory_celsius", "nvlink_links_active", "nvlink_tx_bytes_total",
-                     "nvlink_rx_bytes_total", "nvlink_errors_total"),
+    "field_values": tuple(column for _, column in BATCHED_FIELDS) + NVLINK_COLUMNS,
+    "nvlink_link_count": NVLINK_COLUMNS,
 }
 
 # NVML errors that mean "this field is not available here", not "this GPU is in trouble".
@@ -80,6 +101,30 @@ class _GpuFailed(Exception):
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class _Device:
+    """What the collector keeps about one GPU between cycles: its handle and UUID (read again after
+    an error or when the GPU count changes), its NVLink count and the field request built from it,
+    and when its static values were last read."""
+
+    __slots__ = ("handle", "uuid", "links", "request", "link_fallback", "read_at")
+
+    def __init__(self, handle: Any, uuid: str) -> None:
+        self.handle = handle
+        self.uuid = uuid
+        self.links = 0
+        self.request: tuple[Any, ...] = _BATCHED_IDS
+        self.link_fallback = False  # the driver has no per-link state field: ask link by link
+        self.read_at: float | None = None
+
+    def set_links(self, links: int) -> None:
+        self.links = links
+        states = () if self.link_fallback else tuple((FI_NVLINK_STATE, link) for link in range(links))
+        self.request = (*_BATCHED_IDS, *NVLINK_FIELDS, *states) if links else _BATCHED_IDS
+
+    def stale(self, now: float) -> bool:
+        return self.read_at is None or not self.read_at <= now < self.read_at + INVENTORY_REFRESH_SECONDS
 
 
 class NvmlCollector:
@@ -110,6 +155,8 @@ class NvmlCollector:
         self.process_rows = process_rows  # False: no per-process rows (process_privacy: off), only the count
         self._initialised = False
         self._inventory: dict[int, GpuInfo] = {}  # index → last GpuInfo
+        self._devices: dict[int, _Device] = {}  # index → handle, UUID, NVLinks, when last read in full
+        self._count: int | None = None
         self._unsupported: dict[int, set[str]] = {}
         self._state: dict[int, str] = {}  # index → ok | lost | error
         self._prev: dict[int, dict[str, Any]] = {}
@@ -154,6 +201,8 @@ class NvmlCollector:
             self._event_set = None
         if self.kernel_log is not None:
             self.kernel_log.close()
+        self._devices.clear()
+        self._count = None
         if self._initialised:
             try:
                 self.nvml.nvmlShutdown()
@@ -168,30 +217,30 @@ class NvmlCollector:
         now = self.clock()
         out: list[Record] = []
         count = self.nvml.nvmlDeviceGetCount()
-        seen: set[int] = set()
+        if count != self._count:  # GPUs came or went: indices may now name other GPUs
+            self._devices.clear()
+            self._count = count
         for index in range(count):
-            seen.add(index)
             out.extend(self._collect_gpu(index, now))
-        for index in sorted(set(self._inventory) - seen):
+        for index in sorted(i for i in self._inventory if i >= count):
             # A GPU the inventory knows that NVML no longer lists has vanished from the bus.
             out.extend(self._mark_down(index, now, "lost", "GPU is no longer visible to NVML"))
         out.extend(self._drain_events(now))
         return out
 
     def _collect_gpu(self, index: int, now: float) -> list[Record]:
-        nvml = self.nvml
         try:
-            handle = self._call(nvml.nvmlDeviceGetHandleByIndex, index)
+            dev = self._devices.get(index) or self._device(index)
             records: list[Record] = []
-            info = self._info(index, handle)
+            info = self._info(index, dev, now)
             if info is not None:
                 records.append(info)
-            values = self._values(index, handle)
-        except _GpuLost as exc:
-            return self._mark_down(index, now, "lost", str(exc))
-        except _GpuFailed as exc:
-            return self._mark_down(index, now, "error", str(exc))
-        uuid = self._inventory[index].uuid
+            values = self._values(index, dev)
+        except (_GpuLost, _GpuFailed) as exc:
+            self._devices.pop(index, None)  # handle and UUID are read again on the next try
+            return self._mark_down(index, now, "lost" if isinstance(exc, _GpuLost) else "error", str(exc))
+        self._devices[index] = dev
+        uuid = dev.uuid
         records.extend(self._transitions(index, uuid, now, values))
         processes = values.pop("_processes")
         records.append(Sample("gpu", now, {"gpu_index": index, "gpu_uuid": uuid}, values))
@@ -204,6 +253,10 @@ class NvmlCollector:
                                  gpu_index=index, gpu_uuid=uuid, source="nvml", category="gpu-hardware"))
         self._state[index] = "ok"
         return records
+
+    def _device(self, index: int) -> _Device:
+        handle = self._call(self.nvml.nvmlDeviceGetHandleByIndex, index)
+        return _Device(handle, _text(self._call(self.nvml.nvmlDeviceGetUUID, handle)))
 
     def _mark_down(self, index: int, now: float, state: str, reason: str) -> list[Record]:
         known = self._inventory.get(index)
@@ -239,12 +292,17 @@ class NvmlCollector:
         try:
             return fn(*args)
         except self.nvml.NVMLError as exc:
-            if self._field_errors and isinstance(exc, self._field_errors):
-                self._unsupported.setdefault(index, set()).update(_CALL_COLUMNS.get(name, (name,)))
-                return None
-            if isinstance(exc, self.nvml.NVMLError_GpuIsLost):
-                raise _GpuLost(str(exc) or "GPU is lost") from exc
-            raise _GpuFailed(f"{name}: {exc}") from exc
+            self._unavailable(index, name, exc)
+            return None
+
+    def _unavailable(self, index: int, name: str, exc: Exception) -> None:
+        """NVML refused field ``name``: remember it as unsupported, or abort the GPU if it is lost or failing."""
+        if self._field_errors and isinstance(exc, self._field_errors):
+            self._unsupported.setdefault(index, set()).update(_CALL_COLUMNS.get(name, (name,)))
+            return
+        if isinstance(exc, self.nvml.NVMLError_GpuIsLost):
+            raise _GpuLost(str(exc) or "GPU is lost") from exc
+        raise _GpuFailed(f"{name}: {exc}") from exc
 
     def _try(self, fn: Callable[..., Any], *args: Any) -> Any:
         try:
@@ -252,13 +310,13 @@ class NvmlCollector:
         except self.nvml.NVMLError:
             return None
 
-    def _info(self, index: int, handle: Any) -> GpuInfo | None:
-        """The GPU's inventory record, returned only when it is new or has changed."""
-        nvml, f = self.nvml, self._field
-        uuid = _text(self._call(nvml.nvmlDeviceGetUUID, handle))
+    def _info(self, index: int, dev: _Device, now: float) -> GpuInfo | None:
+        """The GPU's inventory record, returned only when it is new or has changed. Static values are
+        read again every ``INVENTORY_REFRESH_SECONDS`` (and after an error), not every cycle."""
+        nvml, f, handle, uuid = self.nvml, self._field, dev.handle, dev.uuid
         known = self._inventory.get(index)
         unsupported = sorted(self._unsupported.get(index, ()))
-        if known is not None and known.uuid == uuid and known.unsupported == unsupported:
+        if known is not None and known.uuid == uuid and known.unsupported == unsupported and not dev.stale(now):
             return None
         pci = f(index, "pci_bus_id", nvml.nvmlDeviceGetPciInfo, handle)
         bus_id = _text(getattr(pci, "busId", "") or getattr(pci, "busIdLegacy", "")) if pci else None
@@ -284,20 +342,30 @@ class NvmlCollector:
             mig_mode=mig[0] if mig is not None else None,
             unsupported=[],
         )
+        dev.set_links(self._link_count(index, handle))
+        dev.read_at = now
         if bus_id:
             self._pci[normalise_pci(bus_id)] = index
         # Fields unsupported at inventory time plus those found by the first full sample.
+        self._inventory[index] = info
         if known is None or known.uuid != uuid:
-            self._inventory[index] = info
-            self._values(index, handle)  # discovers the unsupported set before the record goes out
+            self._values(index, dev)  # discovers the unsupported set before the record goes out
         info.unsupported = sorted(self._unsupported.get(index, ()))
         if info.unsupported and (known is None or known.unsupported != info.unsupported):
             log.info("GPU %d (%s) does not support: %s", index, info.model, ", ".join(info.unsupported))
-        self._inventory[index] = info
-        return info
+        return None if info == known else info
 
-    def _values(self, index: int, h: Any) -> dict[str, Any]:
-        nvml, f = self.nvml, self._field
+    def _link_count(self, index: int, handle: Any) -> int:
+        got = self._field(index, "nvlink_link_count", self.nvml.nvmlDeviceGetFieldValues, handle,
+                          [FI_NVLINK_LINK_COUNT])
+        links = _field_number(got[0]) if got and got[0].nvmlReturn == 0 else None
+        if not links:
+            self._unsupported.setdefault(index, set()).update(NVLINK_COLUMNS)
+        return int(links or 0)
+
+    def _values(self, index: int, dev: _Device) -> dict[str, Any]:
+        nvml, f, h = self.nvml, self._field, dev.handle
+        info = self._inventory[index]
         v: dict[str, Any] = {"status": "ok", "error": None}
         util = f(index, "utilization_gpu_ratio", nvml.nvmlDeviceGetUtilizationRates, h)
         v["utilization_gpu_ratio"] = util.gpu / 100 if util is not None else None
@@ -312,14 +380,10 @@ class NvmlCollector:
         v["power_watts"] = power / 1000 if power is not None else None
         limit = f(index, "power_limit_watts", nvml.nvmlDeviceGetEnforcedPowerLimit, h)
         v["power_limit_watts"] = limit / 1000 if limit is not None else None
-        energy = f(index, "energy_joules_total", nvml.nvmlDeviceGetTotalEnergyConsumption, h)
-        v["energy_joules_total"] = energy / 1000 if energy is not None else None
-        for name, fn, kind in (("sm_clock_hz", nvml.nvmlDeviceGetClockInfo, nvml.NVML_CLOCK_SM),
-                               ("mem_clock_hz", nvml.nvmlDeviceGetClockInfo, nvml.NVML_CLOCK_MEM),
-                               ("sm_clock_max_hz", nvml.nvmlDeviceGetMaxClockInfo, nvml.NVML_CLOCK_SM),
-                               ("mem_clock_max_hz", nvml.nvmlDeviceGetMaxClockInfo, nvml.NVML_CLOCK_MEM)):
-            mhz = f(index, name, fn, h, kind)
+        for name, kind in (("sm_clock_hz", nvml.NVML_CLOCK_SM), ("mem_clock_hz", nvml.NVML_CLOCK_MEM)):
+            mhz = f(index, name, nvml.nvmlDeviceGetClockInfo, h, kind)
             v[name] = mhz * 1e6 if mhz is not None else None
+        v["sm_clock_max_hz"], v["mem_clock_max_hz"] = info.sm_clock_max_hz, info.mem_clock_max_hz
         reasons_fn = getattr(nvml, "nvmlDeviceGetCurrentClocksEventReasons", None) \
             or nvml.nvmlDeviceGetCurrentClocksThrottleReasons
         v["clock_event_reasons"] = f(index, "clock_event_reasons", reasons_fn, h)
@@ -330,30 +394,11 @@ class NvmlCollector:
         rx = f(index, "pcie_rx_bytes_per_second", nvml.nvmlDeviceGetPcieThroughput, h, nvml.NVML_PCIE_UTIL_RX_BYTES)
         v["pcie_tx_bytes_per_second"] = tx * 1000 if tx is not None else None  # KB/s
         v["pcie_rx_bytes_per_second"] = rx * 1000 if rx is not None else None
-        v["pcie_replay_total"] = f(index, "pcie_replay_total", nvml.nvmlDeviceGetPcieReplayCounter, h)
         v["pcie_link_gen"] = f(index, "pcie_link_gen", nvml.nvmlDeviceGetCurrPcieLinkGeneration, h)
-        v["pcie_link_gen_max"] = f(index, "pcie_link_gen_max", nvml.nvmlDeviceGetMaxPcieLinkGeneration, h)
+        v["pcie_link_gen_max"] = info.pcie_link_gen_max
         v["pcie_link_width"] = f(index, "pcie_link_width", nvml.nvmlDeviceGetCurrPcieLinkWidth, h)
-        v["pcie_link_width_max"] = f(index, "pcie_link_width_max", nvml.nvmlDeviceGetMaxPcieLinkWidth, h)
-        v.update(self._field_values(index, h))
-        for name, err, counter in (
-            ("ecc_corrected_volatile_total", nvml.NVML_MEMORY_ERROR_TYPE_CORRECTED, nvml.NVML_VOLATILE_ECC),
-            ("ecc_uncorrected_volatile_total", nvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED, nvml.NVML_VOLATILE_ECC),
-            ("ecc_corrected_aggregate_total", nvml.NVML_MEMORY_ERROR_TYPE_CORRECTED, nvml.NVML_AGGREGATE_ECC),
-            ("ecc_uncorrected_aggregate_total", nvml.NVML_MEMORY_ERROR_TYPE_UNCORRECTED, nvml.NVML_AGGREGATE_ECC),
-        ):
-            v[name] = f(index, name, nvml.nvmlDeviceGetTotalEccErrors, h, err, counter)
-        sbe = f(index, "retired_pages_sbe", nvml.nvmlDeviceGetRetiredPages, h,
-                nvml.NVML_PAGE_RETIREMENT_CAUSE_MULTIPLE_SINGLE_BIT_ECC_ERRORS)
-        dbe = f(index, "retired_pages_dbe", nvml.nvmlDeviceGetRetiredPages, h,
-                nvml.NVML_PAGE_RETIREMENT_CAUSE_DOUBLE_BIT_ECC_ERROR)
-        v["retired_pages_sbe"] = len(sbe) if sbe is not None else None
-        v["retired_pages_dbe"] = len(dbe) if dbe is not None else None
-        rows = f(index, "remapped_rows", nvml.nvmlDeviceGetRemappedRows, h)
-        v["remapped_rows_correctable"] = rows[0] if rows is not None else None
-        v["remapped_rows_uncorrectable"] = rows[1] if rows is not None else None
-        v["remapped_rows_pending"] = bool(rows[2]) if rows is not None else None
-        v["remapped_rows_failure"] = bool(rows[3]) if rows is not None else None
+        v["pcie_link_width_max"] = info.pcie_link_width_max
+        v.update(self._field_values(index, dev))
         mig = f(index, "mig_mode", nvml.nvmlDeviceGetMigMode, h)
         v["mig_mode"] = mig[0] if mig is not None else None
         procs = self._processes(index, h, v["mig_mode"])
@@ -361,29 +406,42 @@ class NvmlCollector:
         v["_processes"] = procs or []
         return v
 
-    def _field_values(self, index: int, h: Any) -> dict[str, Any]:
-        """Memory temperature and NVLink counters in one ``nvmlDeviceGetFieldValues`` call."""
-        got = self._field(index, "field_values", self.nvml.nvmlDeviceGetFieldValues, h, _FIELD_REQUEST)
-        values: dict[int, float | None] = dict.fromkeys(_FIELDS)
-        for fv in got or ():
+    def _field_values(self, index: int, dev: _Device) -> dict[str, Any]:
+        """Energy, memory temperature, the PCIe replay counter, ECC totals, retired pages, remapped
+        rows and NVLink (state of each link, throughput, errors) in one ``nvmlDeviceGetFieldValues``
+        call, where single calls would take 14 plus one per NVLink."""
+        got = self._field(index, "field_values", self.nvml.nvmlDeviceGetFieldValues, dev.handle, dev.request)
+        raw: dict[Any, int | float | None] = {}
+        no_link_state = False
+        for fv, request in zip(got or (), dev.request, strict=False):
             if fv.nvmlReturn == 0:
-                values[fv.fieldId] = _field_number(fv)
-        links = values[FI_NVLINK_LINK_COUNT]
-        has_nvlink = bool(links)
-        if not has_nvlink:
-            self._unsupported.setdefault(index, set()).update(
-                {"nvlink_links_active", "nvlink_tx_bytes_total", "nvlink_rx_bytes_total", "nvlink_errors_total"})
-        if values[FI_MEMORY_TEMP] is None:
-            self._unsupported.setdefault(index, set()).add("temperature_memory_celsius")
-        errors = [v for v in (values[i] for i in FI_NVLINK_ERRORS) if v is not None]
-        tx, rx = values[FI_NVLINK_TX_KIB], values[FI_NVLINK_RX_KIB]
-        return {
-            "temperature_memory_celsius": values[FI_MEMORY_TEMP],
-            "nvlink_links_active": self._active_links(index, h, int(links)) if has_nvlink and links else None,
-            "nvlink_tx_bytes_total": tx * 1024 if has_nvlink and tx is not None else None,
-            "nvlink_rx_bytes_total": rx * 1024 if has_nvlink and rx is not None else None,
-            "nvlink_errors_total": int(sum(errors)) if has_nvlink and errors else None,
-        }
+                raw[request] = _field_number(fv)
+            elif request in _BATCHED_COLUMN:
+                self._unavailable(index, _BATCHED_COLUMN[request], self.nvml.NVMLError(fv.nvmlReturn))
+            elif isinstance(request, tuple) and request[0] == FI_NVLINK_STATE:
+                no_link_state = True
+        if no_link_state:  # a driver without the per-link state field: ask link by link from now on
+            dev.link_fallback = True
+            dev.set_links(dev.links)
+        v: dict[str, Any] = {column: raw.get(fid) for fid, column in BATCHED_FIELDS}
+        temp, energy = v["temperature_memory_celsius"], v["energy_joules_total"]
+        v["temperature_memory_celsius"] = float(temp) if temp is not None else None
+        v["energy_joules_total"] = energy / 1000 if energy is not None else None
+        for column in ("remapped_rows_pending", "remapped_rows_failure"):
+            v[column] = bool(v[column]) if v[column] is not None else None
+        v.update(dict.fromkeys(NVLINK_COLUMNS))
+        if dev.links:
+            if dev.link_fallback:
+                v["nvlink_links_active"] = self._active_links(index, dev.handle, dev.links)
+            else:
+                states = [raw.get((FI_NVLINK_STATE, link)) for link in range(dev.links)]
+                v["nvlink_links_active"] = sum(1 for s in states if s) if None not in states else None
+            tx, rx = raw.get(NVLINK_FIELDS[0]), raw.get(NVLINK_FIELDS[1])
+            errors = [e for e in (raw.get(f) for f in FI_NVLINK_ERRORS) if e is not None]
+            v["nvlink_tx_bytes_total"] = tx * 1024.0 if tx is not None else None
+            v["nvlink_rx_bytes_total"] = rx * 1024.0 if rx is not None else None
+            v["nvlink_errors_total"] = int(sum(errors)) if errors else None
+        return v
 
     def _active_links(self, index: int, h: Any, links: int) -> int | None:
         active = 0
@@ -552,10 +610,16 @@ class NvmlCollector:
             log.debug("nvmlEventSetFree: %s", exc)
 
 
-def _field_number(fv: Any) -> float | None:
-    value, kind = fv.value, getattr(fv, "valueType", 3)
-    attr = {0: "dVal", 1: "uiVal", 2: "ulVal", 3: "ullVal", 4: "sllVal", 5: "siVal", 6: "usVal"}.get(kind, "ullVal")
-    got = getattr(value, attr, None)
+_VALUE_ATTR = {0: "dVal", 1: "uiVal", 2: "ulVal", 3: "ullVal", 4: "sllVal", 5: "siVal", 6: "usVal"}
+
+
+def _field_number(fv: Any) -> int | float | None:
+    """The value of one nvmlFieldValue_t: a float for NVML_VALUE_TYPE_DOUBLE, else an int."""
+    kind = getattr(fv, "valueType", 3)
+    attr = _VALUE_ATTR.get(kind, "ullVal")
+    got = getattr(fv.value, attr, None)
     if got is None and attr == "dVal":
-        got = getattr(value, "dval", None)
-    return float(got) if got is not None else None
+        got = getattr(fv.value, "dval", None)
+    if got is None:
+        return None
+    return float(got) if attr == "dVal" else int(got)

@@ -43,6 +43,9 @@ FILESYSTEM_VALUE_NAMES = (
     "device",
     "fstype",
 )
+# A configured path's mount (device, fstype) is looked up again this often, and at once when the
+# filesystem under the path changes (its f_fsid), not on every collection.
+MOUNT_REFRESH_SECONDS = 60.0
 # Counter -> the per-second rate derived from it.
 _RATES = {
     "read_bytes_total": "read_bytes_per_second",
@@ -89,6 +92,8 @@ class StorageCollector:
         self._partitions_for: frozenset[str] | None = None
         self._partition_cache: set[str] = set()
         self._failing_paths: set[str] = set()
+        self._mount_for: dict[str, tuple[Any, Any, float]] = {}  # path -> (f_fsid, mount, when looked up)
+        self._matches: dict[str, bool] = {}  # device -> passes include/exclude
 
     def check(self) -> bool:
         try:
@@ -121,17 +126,22 @@ class StorageCollector:
         return names
 
     def _wanted(self, name: str, partitions: set[str]) -> bool:
-        if any(fnmatch.fnmatchcase(name, p) for p in self._exclude):
-            return False
         if not self._partitions and name in partitions:
             return False
-        return self._include is None or any(fnmatch.fnmatchcase(name, p) for p in self._include)
+        matches = self._matches.get(name)  # the patterns are fixed: each name is matched once
+        if matches is None:
+            matches = not any(fnmatch.fnmatchcase(name, p) for p in self._exclude) and (
+                self._include is None or any(fnmatch.fnmatchcase(name, p) for p in self._include))
+            if len(self._matches) > 4096:
+                self._matches.clear()
+            self._matches[name] = matches
+        return matches
 
     def _in_flight(self, name: str, diskstats: dict[str, int] | None) -> tuple[int | None, Any]:
         """In-flight I/Os from sysfs, else /proc/diskstats (read once per collect, lazily)."""
         try:
-            with open(os.path.join(self._sysfs, "block", name, "stat"), encoding="ascii") as f:
-                return int(f.read().split()[_STAT_IN_FLIGHT]), diskstats
+            with open(os.path.join(self._sysfs, "block", name, "stat"), "rb", buffering=0) as f:
+                return int(f.read(4096).split()[_STAT_IN_FLIGHT]), diskstats
         except (OSError, ValueError, IndexError):
             pass
         if diskstats is None:
@@ -199,9 +209,23 @@ class StorageCollector:
         # Longest mount point first, so the first prefix match is the mount the path lives on.
         return sorted(parts, key=lambda p: len(p.mountpoint), reverse=True)
 
+    def _mount(self, path: str, st: Any, now: float, mounts: list[Any] | None) -> tuple[Any, list[Any] | None]:
+        """The mount ``path`` lives on (or None), and the mount table if it had to be read."""
+        fsid = getattr(st, "f_fsid", None)
+        cached = self._mount_for.get(path)
+        if cached is not None and fsid is not None and cached[0] == fsid \
+                and cached[2] <= now < cached[2] + MOUNT_REFRESH_SECONDS:
+            return cached[1], mounts
+        if mounts is None:
+            mounts = self._mounts()
+        real = os.path.realpath(path)
+        mount = next((m for m in mounts if _under(real, m.mountpoint)), None)
+        self._mount_for[path] = (fsid, mount, now)
+        return mount, mounts
+
     def _filesystems(self, now: float) -> list[Record]:
         out: list[Record] = []
-        mounts = self._mounts() if self._paths else []
+        mounts: list[Any] | None = None  # read at most once per collection, and only when needed
         for path in self._paths:
             try:
                 st = self._statvfs(path)
@@ -220,8 +244,7 @@ class StorageCollector:
                     )
                 continue
             self._failing_paths.discard(path)
-            real = os.path.realpath(path)
-            mount = next((m for m in mounts if _under(real, m.mountpoint)), None)
+            mount, mounts = self._mount(path, st, now, mounts)
             frsize = st.f_frsize or st.f_bsize
             out.append(
                 Sample(

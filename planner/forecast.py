@@ -197,13 +197,18 @@ class Backtest:
         return float(self.folds["coverage"].mean())
 
 
+MIN_FOLD_TRAIN = 2 * DAY  # a fold fits on two days of history at least
+
+
 def backtest_origins(n: int, horizon: int, folds: int, step: int | None = None,
                      min_train: int = 2 * WEEK) -> list[int]:
     """Rolling-origin fold starts: the last fold ends at the end of the series, earlier folds step
-    back by ``step`` (default half a horizon); folds with less than ``min_train`` history are dropped."""
+    back by ``step`` (default half a horizon); folds with less than ``min_train`` history (or, for a
+    short series, than all but the horizon) are dropped, and never fit on under two days."""
     step = step or max(1, horizon // 2)
     origins = [n - horizon - k * step for k in range(folds)]
-    return sorted(o for o in origins if o >= min(min_train, n - horizon) and o > 0)
+    floor = max(MIN_FOLD_TRAIN, min(min_train, n - horizon))
+    return sorted(o for o in origins if o >= floor)
 
 
 def backtest(y: pd.Series, horizon: int, *, folds: int = 3, step: int | None = None,

@@ -1,7 +1,8 @@
 """End to end: ``gpufleet demo`` serves the dashboard, real Chromium visits every page.
 
 Screenshots go to ``$GPUFLEET_SCREENSHOT_DIR`` (default ``out/screenshots``); the README's overview
-picture is one of them, committed under ``docs/screenshots``.
+picture is one of them, committed under ``docs/screenshots`` (made with
+``GPUFLEET_E2E_HISTORY_DAYS=7 GPUFLEET_SCREENSHOT_DIR=docs/screenshots pytest tests/test_e2e_browser.py``).
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ def demo(tmp_path_factory: pytest.TempPathFactory):
     folder = tmp_path_factory.mktemp("demo")
     db = folder / "demo.db"
     log = (folder / "demo.log").open("w")
-    proc = subprocess.Popen([sys.executable, "-m", "gpufleet", "demo", "--port", str(port), "--history-days", "2",
+    days = os.environ.get("GPUFLEET_E2E_HISTORY_DAYS", "2")  # 7 for the README's screenshots, as `make demo`
+    proc = subprocess.Popen([sys.executable, "-m", "gpufleet", "demo", "--port", str(port), "--history-days", days,
                              "--db", f"sqlite:///{db}", "--duration", "600"],
                             stdout=log, stderr=subprocess.STDOUT, text=True)
     try:

@@ -64,7 +64,7 @@ def forecast_section(view: ui.View) -> None:
     horizon = c1.selectbox("Forecast horizon", HORIZONS, index=1, format_func=lambda d: f"{d} days",
                            key="cap_horizon")
     target = c2.slider("Target allocation", 0.5, 1.0, 0.8, 0.05, key="cap_target")
-    bt_days = c3.selectbox("Backtest horizon", BACKTESTS, index=1, format_func=lambda d: f"{d} day{'s' * (d > 1)}",
+    bt_days = c3.selectbox("Backtest horizon", BACKTESTS, index=0, format_func=lambda d: f"{d} day{'s' * (d > 1)}",
                            key="cap_backtest")
     usage, outlook = data.capacity_outlook(view.url, view.now, horizon * 24, target, bt_days * 24)
     if isinstance(outlook, str):

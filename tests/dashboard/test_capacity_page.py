@@ -52,7 +52,7 @@ def jobs_url(seeded_url: str, tmp_path_factory: pytest.TempPathFactory) -> str:
 def test_forecast_answer_is_the_cli_answer(jobs_url: str, use_store: Callable[[str], None],
                                            capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["plan", "forecast", "--db", jobs_url, "--start", str(seed.NOW - 28 * DAY), "--end", str(seed.NOW),
-                 "--json"]) == 0
+                 "--backtest-days", "1", "--json"]) == 0
     cli = json.loads(capsys.readouterr().out)
     use_store(jobs_url)
     at = page(CAPACITY)

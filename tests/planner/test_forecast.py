@@ -208,3 +208,15 @@ def test_cli_bad_input_is_one_line(tmp_path: Path) -> None:
     empty = f"sqlite:///{tmp_path / 'e.db'}"
     upgrade(make_engine(empty))
     assert "no jobs and no GPU telemetry" in one_error_line(gpufleet("--db", empty))
+
+
+def test_backtest_needs_two_days_before_each_fold() -> None:
+    """A week of history and a week-long horizon leaves nothing to fit on: a clear error, not a crash
+    (the Capacity page then says why there is no backtest)."""
+    from planner.forecast import backtest, backtest_origins
+
+    assert backtest_origins(169, 168, 3) == []
+    assert backtest_origins(169, 24, 3) == [145]
+    y = pd.Series(np.arange(169, dtype=float), index=pd.date_range("2026-01-01", periods=169, freq="h"))
+    with pytest.raises(ValueError, match="too short to backtest"):
+        backtest(y, 168)
