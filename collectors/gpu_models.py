@@ -173,6 +173,7 @@ class SimulatedGpu:
         self._pcie_kbs = 2e5 + 1e6 * unit_hash(key, 4)
         self._energy0_j = 86400 * (1 + 29 * unit_hash(key, 5)) * (model.idle_w + 0.4 * model.power_limit_w)
         self._nvlink0_kib = int(unit_hash(key, 6) * 1e11)
+        self._nvlink_error_rates: dict[tuple[int, int], float] = {}
         self._replay_rate = 2e-4 * unit_hash(key, 9) if unit_hash(key, 8) < 0.15 else 0.0
         self._ecc_corr0 = int(40 * unit_hash(key, 11)) if unit_hash(key, 10) < 0.25 else 0
         self._span_w = 0.93 * model.power_limit_w - model.idle_w  # power above idle at full load
@@ -284,9 +285,12 @@ class SimulatedGpu:
         return self._nvlink0_kib + int(self.counters(t)[1] * self.model.nvlink_gbps * 1e9 / 1024 * share)
 
     def nvlink_errors(self, t: float, link: int, counter: int) -> int:
-        if counter == 3 or unit_hash(self.key, 100 + link, counter) > 0.08:  # CRC data errors stay 0
-            return 0
-        return int(max(t, 0.0) * 3e-4 * unit_hash(self.key, 200 + link, counter))
+        rate = self._nvlink_error_rates.get((link, counter))
+        if rate is None:  # a link's rate depends only on the GPU, the link and the counter: hashed once
+            rate = 0.0 if counter == 3 or unit_hash(self.key, 100 + link, counter) > 0.08 \
+                else 3e-4 * unit_hash(self.key, 200 + link, counter)  # CRC data errors stay 0
+            self._nvlink_error_rates[(link, counter)] = rate
+        return int(max(t, 0.0) * rate) if rate else 0
 
     def pcie_replays(self, t: float) -> int:
         return int(max(t, 0.0) * self._replay_rate)
