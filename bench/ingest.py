@@ -41,7 +41,9 @@ H100_MEMORY = 81559 * 2**20
 GPU_TABLE = SAMPLE_TABLES["gpu"]
 COLUMNS = [c.name for c in GPU_TABLE.columns]
 _COLLIST = ", ".join(f'"{c}"' for c in COLUMNS)
-# The same statements the write path issues (db.writer.Writer._bulk_insert).
+# The raw driver's statements: every column of the table, in its order (the DCGM activity columns
+# NULL in these NVML rows). The write path (db.writer.Writer._bulk_insert) names only the columns the
+# collector sends, which stores the same rows.
 INSERT_SQL = f'INSERT INTO "gpu_samples" ({_COLLIST}) VALUES ({", ".join("?" for _ in COLUMNS)})'
 COPY_SQL = f'COPY "gpu_samples" ({_COLLIST}) FROM STDIN'
 TARGET_RATIO = 0.80
@@ -374,6 +376,7 @@ def main(argv: list[str] | None = None) -> int:
         args.timestamps, args.reps, args.flush_batches = min(args.timestamps, 100), min(args.reps, 2), 16
 
     rng = random.Random(args.seed)
+    load_start = os.getloadavg()[0]
     rows_out: list[list[object]] = []
     notes: list[str] = []
     verdicts: list[str] = []
@@ -432,14 +435,18 @@ def main(argv: list[str] | None = None) -> int:
     for v in verdicts:
         print("- " + v)
     if args.write:
+        dcgm_only = len(COLUMNS) - 3 - len(gpu_values(random.Random(0), 0, T0))
         write_section("ingest", [
             "### Ingest: GPU samples per second into the store",
             "",
             *header([("SQLite", sqlite3.sqlite_version), ("SQLAlchemy", package_version("sqlalchemy")),
                      ("psycopg", package_version("psycopg"))]),
             *[f"- {n}" for n in notes],
-            f"- rows: `gpu_samples` as an H100 SXM reports them ({len(COLUMNS)} columns; NULL only where the "
-            f"board has no reading: fan, retired pages, error); the large transactions take {args.bulk_nodes} "
+            f"- 1-minute load average {load_start:.1f} at the start and {os.getloadavg()[0]:.1f} at the end on "
+            f"{os.cpu_count()} CPUs (times are wall clock: above ~1, other work shared the CPUs)",
+            f"- rows: `gpu_samples` as an H100 SXM reports them through NVML ({len(COLUMNS)} columns; NULL only "
+            f"where the board has no reading: fan, retired pages, error, and the {dcgm_only} "
+            f"DCGM-only activity columns); the large transactions take {args.bulk_nodes} "
             f"nodes of {args.gpus} GPUs in turn, the small one is {args.flush_batches} nodes' one-cycle batches",
             f"- {args.reps} timed repetitions after one warm-up, write path and raw driver alternating; "
             "medians shown",
@@ -452,8 +459,10 @@ def main(argv: list[str] | None = None) -> int:
             "",
             "*rows* is building tuples from `Sample` records (`Writer._gpu_rows`), *driver* the `executemany` or "
             "`COPY` call (`Writer._bulk_insert`), *other* the rest of the transaction: batch-id dedupe, node "
-            "and GPU bookkeeping, heartbeat, `ingested_batches`, commit. The raw driver is timed from ready "
-            "tuples to commit and writes only the sample rows.",
+            "and GPU bookkeeping, one heartbeat and one `ingested_batches` row per batch, `last_seen` of every "
+            "GPU and node in it, commit (and on PostgreSQL the pool's pre-ping). The raw driver is timed from "
+            "ready tuples to commit and writes only the sample rows; it names all the table's columns (the "
+            "DCGM activity columns NULL), the write path only those the collector sends.",
         ])
     return 0
 

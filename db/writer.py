@@ -7,21 +7,26 @@ skipped: no sample is lost (the spool keeps it until the commit) and none is dup
 Sample rows go in through the fastest path each driver has, on rows built once per batch:
 ``executemany`` on SQLite, ``COPY`` on PostgreSQL. The records are duck-typed (``kind``, ``ts``,
 ``key``, ``values`` for samples; see ``collectors.records``) so ``db`` does not depend on the
-collectors package.
+collectors package. A bulk importer hands in ``SampleColumns`` instead: many rows of one thing,
+column-major, which become row tuples in one ``zip`` with no Python object per row on the way.
 """
 
 from __future__ import annotations
 
+import copy
 import gc
+import json
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
+from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, bindparam, insert, select, text, update
+from sqlalchemy import Connection, Engine, Table, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from db.models import EVENTS, HEARTBEATS, SAMPLE_TABLES, Base, Gpu, IngestedBatch, Node
+from db.models import EVENTS, SAMPLE_TABLES, Gpu, Node
 
 
 @dataclass(slots=True)
@@ -36,6 +41,17 @@ class Batch:
 
 
 @dataclass(slots=True)
+class SampleColumns:
+    """Rows of one thing (a GPU, an interface, …) column-major: row ``i`` is at ``ts[i]`` with
+    ``columns[c][i]`` for each column ``c`` of the ``kind``'s table; ``key`` as a sample's key."""
+
+    kind: str
+    key: dict[str, Any]
+    ts: Sequence[float]
+    columns: dict[str, Sequence[Any]]
+
+
+@dataclass(slots=True)
 class WriteResult:
     written: bool  # False when the batch had already been ingested
     rows: dict[str, int]
@@ -47,6 +63,46 @@ _GPU_FIELDS = ("index", "model", "serial", "pci_bus_id", "memory_total_bytes", "
                "sm_clock_max_hz", "mem_clock_max_hz", "pcie_link_gen_max", "pcie_link_width_max",
                "mig_mode", "unsupported")
 
+# The statements every transaction runs, as driver SQL with positional rows: through SQLAlchemy,
+# an executemany of dicts cost ~4 µs a row in parameter processing, more than SQLite's own work.
+# On PostgreSQL each is one statement over arrays (``unnest``), so a flush of many batches is the
+# same few statements, sent together in one pipeline (one round trip), with binary parameters.
+_SQLITE_SQL = {
+    "done": "SELECT batch_id FROM ingested_batches WHERE batch_id IN ({})",
+    "heartbeats": "INSERT INTO heartbeats (node_id, ts, agent_version, collectors) VALUES (?, ?, ?, ?) "
+                  "ON CONFLICT (node_id, ts) DO NOTHING",
+    "ingested": "INSERT INTO ingested_batches (batch_id, node_id, ts, records) VALUES (?, ?, ?, ?)",
+    # A replayed old batch must not move last_seen backwards. One statement per distinct time (all
+    # GPUs of a flush, usually) costs half of one per row.
+    "gpus": "UPDATE gpus SET last_seen = ?1 WHERE last_seen < ?1 AND id IN ({})",
+    "nodes": "UPDATE nodes SET last_seen = ?1 WHERE last_seen < ?1 AND id IN ({})",
+}
+_PG_SQL = {
+    "done": "SELECT batch_id FROM ingested_batches WHERE batch_id = ANY(%b::text[])",
+    "heartbeats": "INSERT INTO heartbeats (node_id, ts, agent_version, collectors) "
+                  "SELECT * FROM unnest(%b::bigint[], %b::float8[], %b::text[], %b::json[]) "
+                  "ON CONFLICT (node_id, ts) DO NOTHING",
+    "ingested": "INSERT INTO ingested_batches (batch_id, node_id, ts, records) "
+                "SELECT * FROM unnest(%b::text[], %b::bigint[], %b::float8[], %b::integer[])",
+    "gpus": "UPDATE gpus SET last_seen = v.ts FROM unnest(%b::bigint[], %b::float8[]) AS v(id, ts) "
+            "WHERE gpus.id = v.id AND gpus.last_seen < v.ts",
+    "nodes": "UPDATE nodes SET last_seen = v.ts FROM unnest(%b::bigint[], %b::float8[]) AS v(id, ts) "
+             "WHERE nodes.id = v.id AND nodes.last_seen < v.ts",
+}
+
+
+def _floats(values: Iterable[Any]) -> list[float]:
+    return [float(v) for v in values]
+
+
+def _texts(values: Iterable[Any]) -> list[str | None]:
+    return [None if v is None else str(v) for v in values]
+
+
+def _chunks(items: list[Any], size: int = 500) -> Iterable[list[Any]]:
+    """``items`` in lists of at most ``size``: bound parameters per IN list, well under SQLite's limit."""
+    return (items[i:i + size] for i in range(0, len(items), size))
+
 
 class Writer:
     """Writes batches to one store. Keeps small caches of node and GPU ids (forgotten when a
@@ -56,7 +112,7 @@ class Writer:
         self.engine = engine
         self.dialect = engine.dialect.name
         self._node_ids: dict[str, int] = {}
-        self._node_info_seen: dict[str, tuple[Any, ...]] = {}
+        self._node_seen: dict[str, dict[str, Any]] = {}  # the node description last written
         self._gpu_ids: dict[str, int] = {}
         self._gpu_info_seen: dict[str, tuple[Any, ...]] = {}
         # Per sample table: the columns filled from the record's key (in primary-key order, plus
@@ -68,12 +124,13 @@ class Writer:
                 keys.append("node_id")
             self._layout[kind] = (keys, tuple(c.name for c in table.columns if c.name not in keys))
         self._gpu_columns = frozenset(self._layout["gpu"][1])
-        self._gpu_shapes: dict[tuple[str, ...], bool] = {}
-        gpus, nodes = Base.metadata.tables["gpus"], Base.metadata.tables["nodes"]
-        self._last_seen_stmt = {
-            t.name: update(t).where(t.c.id == bindparam("key"), t.c.last_seen < bindparam("seen"))
-            .values(last_seen=bindparam("seen")) for t in (gpus, nodes)
-        }
+        self._table_columns = {kind: frozenset(values) for kind, (_, values) in self._layout.items()}
+        # GPU sample value columns as a collector sends them → a getter of those values as a tuple
+        # (None when the shape cannot be inserted as is: unknown or fewer than two columns).
+        self._gpu_getters: dict[tuple[str, ...], Callable[[dict[str, Any]], tuple[Any, ...]] | None] = {}
+        self._sql = _PG_SQL if self.dialect == "postgresql" else _SQLITE_SQL
+        self._insert_sql: dict[tuple[str, tuple[str, ...]], str] = {}
+        self._collectors_seen: tuple[dict[str, Any], str] | None = None  # the last collector states, as JSON
 
     # -- public -------------------------------------------------------------------------------
 
@@ -93,7 +150,7 @@ class Writer:
                 return self._write_many(conn, batches)
         except Exception:
             self._node_ids.clear()
-            self._node_info_seen.clear()
+            self._node_seen.clear()
             self._gpu_ids.clear()
             self._gpu_info_seen.clear()
             raise
@@ -104,12 +161,13 @@ class Writer:
     # -- the transaction ----------------------------------------------------------------------
 
     def _write_many(self, conn: Connection, batches: Sequence[Batch]) -> list[WriteResult]:
-        ids = [b.batch_id for b in batches]
-        done = set(conn.execute(select(IngestedBatch.batch_id).where(IngestedBatch.batch_id.in_(ids))).scalars())
+        raw = conn.connection.driver_connection
+        assert raw is not None
+        done = self._ingested(raw, [b.batch_id for b in batches])
         rows: dict[tuple[str, tuple[str, ...]], list[tuple[Any, ...]]] = defaultdict(list)
         events: list[dict[str, Any]] = []
-        heartbeats: list[dict[str, Any]] = []
-        ingested: list[dict[str, Any]] = []
+        heartbeats: list[tuple[Any, ...]] = []
+        ingested: list[tuple[Any, ...]] = []
         node_seen: dict[int, float] = {}
         gpu_seen: dict[int, float] = {}
         results = []
@@ -121,42 +179,69 @@ class Writer:
             node_id = self._node(conn, batch)
             node_seen[node_id] = max(node_seen.get(node_id, batch.ts), batch.ts)
             counts = self._records(conn, node_id, batch.records, rows, events, gpu_seen)
-            heartbeats.append({"node_id": node_id, "ts": batch.ts, "agent_version": batch.node.get("agent_version"),
-                               "collectors": batch.collectors or None})
-            ingested.append({"batch_id": batch.batch_id, "node_id": node_id, "ts": batch.ts,
-                             "records": len(batch.records)})
+            heartbeats.append((node_id, batch.ts, batch.node.get("agent_version"), self._collectors_json(batch)))
+            ingested.append((batch.batch_id, node_id, batch.ts, len(batch.records)))
             results.append(WriteResult(written=True, rows=counts))
         for (kind, value_cols), kind_rows in rows.items():
             self._bulk_insert(conn, SAMPLE_TABLES[kind], kind, value_cols, kind_rows)
         self._insert_ignore(conn, EVENTS, events, ["uid"])
-        self._insert_ignore(conn, HEARTBEATS, heartbeats, ["node_id", "ts"])
         if ingested:
-            conn.execute(insert(IngestedBatch), ingested)
-        # A replayed old batch must not move last_seen backwards.
-        self._last_seen(conn, "gpus", gpu_seen)
-        self._last_seen(conn, "nodes", node_seen)
+            self._bookkeeping(raw, heartbeats, ingested, gpu_seen, node_seen)
         return results
 
-    def _last_seen(self, conn: Connection, table: str, seen: dict[int, float]) -> None:
-        if not seen:
+    def _ingested(self, raw: Any, ids: list[str]) -> set[str]:
+        """The ids among ``ids`` already written."""
+        if self.dialect == "postgresql":
+            with raw.pipeline(), raw.cursor() as cur:  # sent with the BEGIN: one round trip
+                cur.execute(self._sql["done"], (ids,))
+                return {r[0] for r in cur.fetchall()}
+        done: set[str] = set()
+        for chunk in _chunks(ids):
+            done.update(r[0] for r in raw.execute(self._sql["done"].format(", ".join("?" * len(chunk))), chunk))
+        return done
+
+    def _bookkeeping(self, raw: Any, heartbeats: list[tuple[Any, ...]], ingested: list[tuple[Any, ...]],
+                     gpu_seen: dict[int, float], node_seen: dict[int, float]) -> None:
+        """Heartbeats, ``ingested_batches`` and last_seen of every batch in the transaction."""
+        sql = self._sql
+        if self.dialect == "postgresql":
+            # An array holds one type: times that came in as int become float, versions text.
+            node_ids, times, versions, states = zip(*heartbeats, strict=True)
+            batch_ids, batch_nodes, batch_times, counts = zip(*ingested, strict=True)
+            with raw.pipeline(), raw.cursor() as cur:
+                cur.execute(sql["heartbeats"], (list(node_ids), _floats(times), _texts(versions), list(states)))
+                cur.execute(sql["ingested"], (_texts(batch_ids), list(batch_nodes), _floats(batch_times), list(counts)))
+                for table, seen in (("gpus", gpu_seen), ("nodes", node_seen)):
+                    if seen:
+                        cur.execute(sql[table], (list(seen), _floats(seen.values())))
             return
-        if self.dialect == "postgresql":  # one statement, not a round trip per row
-            values = ", ".join(f"(CAST(:i{n} AS BIGINT), CAST(:t{n} AS DOUBLE PRECISION))" for n in range(len(seen)))
-            params: dict[str, Any] = {}
-            for n, (key, ts) in enumerate(seen.items()):
-                params[f"i{n}"], params[f"t{n}"] = key, ts
-            conn.execute(text(f"UPDATE {table} SET last_seen = v.ts FROM (VALUES {values}) AS v(id, ts) "
-                              f"WHERE {table}.id = v.id AND {table}.last_seen < v.ts"), params)
-        else:
-            conn.execute(self._last_seen_stmt[table], [{"key": key, "seen": ts} for key, ts in seen.items()])
+        raw.executemany(sql["heartbeats"], heartbeats)
+        raw.executemany(sql["ingested"], ingested)
+        for table, seen in (("gpus", gpu_seen), ("nodes", node_seen)):
+            by_ts: dict[float, list[int]] = defaultdict(list)
+            for key, ts in seen.items():
+                by_ts[ts].append(key)
+            for ts, keys in by_ts.items():
+                for chunk in _chunks(keys):
+                    raw.execute(sql[table].format(", ".join("?" * len(chunk))), (ts, *chunk))
+
+    def _collectors_json(self, batch: Batch) -> str | None:
+        """The heartbeat's collector states as JSON (NULL when none), serialised again only when
+        they differ from the last batch's: they rarely change."""
+        if not batch.collectors:
+            return None
+        if self._collectors_seen is None or self._collectors_seen[0] != batch.collectors:
+            self._collectors_seen = (copy.deepcopy(batch.collectors), json.dumps(batch.collectors))
+        return self._collectors_seen[1]
 
     # -- nodes and GPUs -----------------------------------------------------------------------
 
     def _node(self, conn: Connection, batch: Batch) -> int:
         name = batch.node["name"]
-        info = {k: batch.node.get(k) for k in _NODE_FIELDS if batch.node.get(k) is not None}
-        signature = tuple(repr(v) for v in info.items())
         node_id = self._node_ids.get(name)
+        if node_id is not None and self._node_seen.get(name) == batch.node:
+            return node_id  # the steady state: known, and described as last time
+        info = {k: batch.node.get(k) for k in _NODE_FIELDS if batch.node.get(k) is not None}
         if node_id is None:
             node_id = conn.execute(select(Node.id).where(Node.name == name)).scalar()
         if node_id is None:
@@ -164,9 +249,9 @@ class Writer:
                 insert(Node).returning(Node.id),
                 {"name": name, "first_seen": batch.ts, "last_seen": batch.ts, **info},
             ).scalar_one()
-        elif info and self._node_info_seen.get(name) != signature:
+        elif info:
             conn.execute(update(Node).where(Node.id == node_id).values(**info))
-        self._node_info_seen[name] = signature
+        self._node_seen[name] = copy.deepcopy(batch.node)
         self._node_ids[name] = node_id
         return node_id
 
@@ -199,17 +284,21 @@ class Writer:
                  rows: dict[tuple[str, tuple[str, ...]], list[tuple[Any, ...]]], events: list[dict[str, Any]],
                  gpu_seen: dict[int, float]) -> dict[str, int]:
         samples: dict[str, list[Any]] = defaultdict(list)
+        blocks: list[SampleColumns] = []
         batch_events: list[Any] = []
         infos: list[Any] = []
         for r in records:
-            if hasattr(r, "values"):
+            if isinstance(r, SampleColumns):
+                blocks.append(r)
+            elif hasattr(r, "values"):
                 samples[r.kind].append(r)
             elif hasattr(r, "severity"):
                 batch_events.append(r)
             else:
                 infos.append(r)
         if infos:
-            self._gpu_infos(conn, node_id, infos, max((s.ts for g in samples.values() for s in g), default=0.0))
+            newest = max((s.ts for g in samples.values() for s in g), default=0.0)
+            self._gpu_infos(conn, node_id, infos, max([max(b.ts) for b in blocks if b.ts], default=newest))
         counts: dict[str, int] = {}
         for kind, group in samples.items():
             if kind not in SAMPLE_TABLES:
@@ -221,6 +310,10 @@ class Writer:
                 rows[(kind, self._layout[kind][1])].extend(built)
                 n = len(built)
             counts[SAMPLE_TABLES[kind].name] = n
+        for block in blocks:
+            if n := self._block_rows(conn, node_id, block, gpu_seen, rows):
+                name = SAMPLE_TABLES[block.kind].name
+                counts[name] = counts.get(name, 0) + n
         if batch_events:
             events.extend(self._event_rows(conn, node_id, batch_events))
             counts["events"] = len(batch_events)
@@ -234,25 +327,55 @@ class Writer:
 
     def _gpu_rows(self, conn: Connection, node_id: int, group: list[Any], gpu_seen: dict[int, float],
                   rows: dict[tuple[str, tuple[str, ...]], list[tuple[Any, ...]]]) -> int:
-        """GPU sample rows, the hot path. A collector fills every row's ``values`` with the same keys
-        in the same order, so rows are built from ``values.values()`` and inserted with the columns
-        in that order: three times cheaper than looking up ~40 columns one by one."""
+        """GPU sample rows, the hot path. A collector fills every row's ``values`` with the same keys,
+        so the first row's keys are the columns and one precompiled ``itemgetter`` takes a row's
+        values in that order, in C. A row with as many keys, all of them found, has exactly those
+        keys; any other row is built column by column in the table's order."""
+        shape = tuple(group[0].values)
+        if shape in self._gpu_getters:
+            getter = self._gpu_getters[shape]
+        else:
+            usable = len(shape) > 1 and set(shape) <= self._gpu_columns  # itemgetter of one is no tuple
+            getter = self._gpu_getters[shape] = itemgetter(*shape) if usable else None
         canonical = self._layout["gpu"][1]  # keys are (gpu_id, ts, node_id)
-        shapes = self._gpu_shapes
+        out, width = rows[("gpu", shape if getter else canonical)], len(shape)
+        ids, seen = self._gpu_ids, gpu_seen.get
         for s in group:
-            values = s.values
-            gpu_id = self._gpu_id(conn, node_id, s.key, s.ts)
-            if values.get("status") == "ok" and gpu_seen.get(gpu_id, 0.0) < s.ts:
-                gpu_seen[gpu_id] = s.ts
-            shape = tuple(values)
-            usable = shapes.get(shape)
-            if usable is None:
-                usable = shapes[shape] = set(shape) <= self._gpu_columns
-            if usable:
-                rows[("gpu", shape)].append((gpu_id, s.ts, node_id, *values.values()))
-            else:
-                rows[("gpu", canonical)].append((gpu_id, s.ts, node_id, *map(values.get, canonical)))
+            values, ts = s.values, s.ts
+            gpu_id = ids.get(s.key["gpu_uuid"])
+            if gpu_id is None:
+                gpu_id = self._gpu_id(conn, node_id, s.key, ts)
+            if values.get("status") == "ok" and seen(gpu_id, 0.0) < ts:
+                gpu_seen[gpu_id] = ts
+            if getter is not None and len(values) == width:
+                try:
+                    out.append((gpu_id, ts, node_id) + getter(values))
+                    continue
+                except KeyError:
+                    pass
+            rows[("gpu", canonical)].append((gpu_id, ts, node_id, *map(values.get, canonical)))
         return len(group)
+
+    def _block_rows(self, conn: Connection, node_id: int, block: SampleColumns, gpu_seen: dict[int, float],
+                    rows: dict[tuple[str, tuple[str, ...]], list[tuple[Any, ...]]]) -> int:
+        """Rows of a ``SampleColumns``: the key columns repeated, zipped with the value columns."""
+        shape = tuple(block.columns)
+        if block.kind not in self._layout or not set(shape) <= self._table_columns[block.kind]:
+            raise ValueError(f"unknown sample kind or columns: {block.kind!r} {shape!r}")
+        if any(len(column) != len(block.ts) for column in block.columns.values()):
+            raise ValueError(f"{block.kind} columns of unequal length")
+        if not block.ts:
+            return 0
+        fixed = {"node_id": node_id, **block.key}
+        if "gpu_uuid" in block.key:
+            fixed["gpu_id"] = gpu_id = self._gpu_id(conn, node_id, block.key, block.ts[0])
+            if block.kind == "gpu":  # last_seen: the newest row that says the GPU was fine
+                ok = [t for t, s in zip(block.ts, block.columns.get("status", ()), strict=False) if s == "ok"]
+                if ok and gpu_seen.get(gpu_id, 0.0) < max(ok):
+                    gpu_seen[gpu_id] = max(ok)
+        keys = (block.ts if c == "ts" else repeat(fixed[c]) for c in self._layout[block.kind][0])
+        rows[(block.kind, shape)].extend(zip(*keys, *block.columns.values(), strict=False))  # repeat() is endless
+        return len(block.ts)
 
     def _other_rows(self, conn: Connection, node_id: int, kind: str, group: list[Any]) -> list[tuple[Any, ...]]:
         key_cols, value_cols = self._layout[kind]
@@ -268,17 +391,21 @@ class Writer:
                      rows: list[tuple[Any, ...]]) -> None:
         if not rows:
             return
-        cols = [*self._layout[kind][0], *value_cols]
-        collist = ", ".join(f'"{c}"' for c in cols)
+        sql = self._insert_sql.get((kind, value_cols))
+        if sql is None:
+            cols = [*self._layout[kind][0], *value_cols]
+            collist = ", ".join(f'"{c}"' for c in cols)
+            sql = self._insert_sql[(kind, value_cols)] = (
+                f'COPY "{table.name}" ({collist}) FROM STDIN' if self.dialect == "postgresql"
+                else f'INSERT INTO "{table.name}" ({collist}) VALUES ({", ".join("?" * len(cols))})')
+        raw = conn.connection.driver_connection
+        assert raw is not None
         if self.dialect == "postgresql":
-            raw = conn.connection.driver_connection
-            assert raw is not None
-            with raw.cursor() as cur, cur.copy(f'COPY "{table.name}" ({collist}) FROM STDIN') as copy:
+            with raw.cursor() as cur, cur.copy(sql) as stream:
                 for row in rows:
-                    copy.write_row(row)
-            return
-        placeholders = ", ".join("?" for _ in cols)
-        conn.exec_driver_sql(f'INSERT INTO "{table.name}" ({collist}) VALUES ({placeholders})', rows)
+                    stream.write_row(row)
+        else:
+            raw.executemany(sql, rows)
 
     def _event_rows(self, conn: Connection, node_id: int, events: list[Any]) -> list[dict[str, Any]]:
         rows = []

@@ -41,6 +41,16 @@ def test_sample_tables_have_brin_indexes_on_postgres(pg_url: str) -> None:
     engine.dispose()
 
 
+def test_inventory_tables_leave_room_for_in_place_last_seen_updates(pg_url: str) -> None:
+    engine = make_engine(pg_url)
+    upgrade(engine)
+    with engine.connect() as conn:
+        options = dict(conn.execute(text(
+            "SELECT relname, reloptions FROM pg_class WHERE relname IN ('gpus', 'nodes')")).all())
+    engine.dispose()
+    assert options == {"gpus": ["fillfactor=50"], "nodes": ["fillfactor=50"]}
+
+
 def test_pool_settings_and_overrides(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     engine = make_engine(pg_url)
     assert engine.pool._pre_ping and engine.pool._recycle == 1800  # type: ignore[attr-defined]

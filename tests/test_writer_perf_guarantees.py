@@ -1,0 +1,118 @@
+"""What the write path's fast paths must not change: rows whose keys differ from the first row's,
+caller-owned dicts mutated between batches, flushes larger than one IN list, last_seen per GPU."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import select, text
+
+from collectors.records import Sample
+from db.engine import make_engine, upgrade
+from db.models import Gpu, GpuSample, Heartbeat, Node
+from db.writer import Batch, Writer
+
+T0 = 1_764_000_000.0
+
+
+def gpu(node: str, i: int, ts: float, values: dict) -> Sample:
+    return Sample("gpu", ts, {"gpu_index": i, "gpu_uuid": f"GPU-{node}-{i}"}, values)
+
+
+def batch(node: dict, ts: float, records: list, collectors: dict | None = None) -> Batch:
+    return Batch(uuid.uuid4().hex, node, ts, records, collectors=collectors or {})
+
+
+def test_rows_unlike_the_first_keep_every_value(store_url: str) -> None:
+    """The first row's keys make the fast getter; a row with other keys, as many keys, keys in
+    another order, or an unknown key must still land column by column."""
+    engine = make_engine(store_url)
+    upgrade(engine)
+    first = {"status": "ok", "power_watts": 100.0, "sm_clock_hz": 1e9}
+    rows = [
+        first,
+        {"status": "ok", "power_watts": 101.0, "mem_clock_hz": 2e9},  # as many keys, one different
+        {"sm_clock_hz": 3e9, "power_watts": 102.0, "status": "lost"},  # same keys, another order
+        {"status": "ok", "power_watts": 103.0, "sm_clock_hz": 4e9, "sm_active_ratio": 0.5},  # one more
+        {"status": "ok", "power_watts": 104.0},  # one fewer
+        {"status": "ok", "power_watts": 105.0, "no_such_column": 1},  # unknown key: ignored
+    ]
+    Writer(engine).write(batch({"name": "n"}, T0, [gpu("n", i, T0, v) for i, v in enumerate(rows)]))
+    with engine.connect() as conn:
+        got = conn.execute(select(GpuSample.power_watts, GpuSample.sm_clock_hz, GpuSample.mem_clock_hz,
+                                  GpuSample.status, GpuSample.sm_active_ratio)
+                           .order_by(GpuSample.power_watts)).all()
+    assert [tuple(r) for r in got] == [
+        (100.0, 1e9, None, "ok", None), (101.0, None, 2e9, "ok", None), (102.0, 3e9, None, "lost", None),
+        (103.0, 4e9, None, "ok", 0.5), (104.0, None, None, "ok", None), (105.0, None, None, "ok", None),
+    ]
+    engine.dispose()
+
+
+def test_dicts_mutated_between_batches_are_written_again(store_url: str) -> None:
+    """An agent may reuse and mutate its node description and collector states: the writer's
+    'unchanged since last time' shortcuts must see the change."""
+    engine = make_engine(store_url)
+    upgrade(engine)
+    writer = Writer(engine)
+    node = {"name": "n", "labels": {"rack": "r1"}}
+    collectors = {"nvml": {"status": "ok"}}
+    writer.write(batch(node, T0, [gpu("n", 0, T0, {"status": "ok"})], collectors))
+    node["labels"]["rack"] = "r2"
+    collectors["nvml"]["status"] = "error"
+    writer.write(batch(node, T0 + 10, [gpu("n", 0, T0 + 10, {"status": "ok"})], collectors))
+    writer.write(batch(node, T0 + 20, [gpu("n", 0, T0 + 20, {"status": "ok"})]))
+    with engine.connect() as conn:
+        assert conn.execute(select(Node.labels)).scalar_one() == {"rack": "r2"}
+        beats = conn.execute(select(Heartbeat.collectors).order_by(Heartbeat.ts)).scalars().all()
+        assert beats == [{"nvml": {"status": "ok"}}, {"nvml": {"status": "error"}}, None]
+        # No collector states is unknown: SQL NULL, not the JSON text 'null'.
+        assert conn.execute(text("SELECT count(*) FROM heartbeats WHERE collectors IS NULL")).scalar_one() == 1
+    engine.dispose()
+
+
+def test_large_flush_dedupes_and_sets_last_seen_per_gpu(store_url: str) -> None:
+    """More batches and GPUs than one SQLite IN list holds (500), GPUs of one flush at different
+    times, a GPU whose newest row is not ok, and the whole flush replayed: written once, and each
+    GPU's last_seen its newest ok sample."""
+    engine = make_engine(store_url)
+    upgrade(engine)
+    nodes = [f"n{i}" for i in range(130)]
+    batches = []
+    for k, name in enumerate(nodes):
+        ts = T0 + k % 3
+        records = [gpu(name, i, ts, {"status": "ok", "power_watts": float(i)}) for i in range(4)]
+        if k == 0:  # GPU 0 of n0 is lost later in the same flush: last_seen stays at its ok row
+            records.append(gpu(name, 0, ts + 5, {"status": "lost", "power_watts": None}))
+        batches.append(batch({"name": name}, ts, records))
+    batches += [batch({"name": f"d{i}"}, T0, []) for i in range(400)]  # 530 ids in all
+    writer = Writer(engine)
+    assert all(r.written for r in writer.write_many(batches))
+    assert not any(r.written for r in Writer(engine).write_many(batches))
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM gpu_samples")).scalar_one() == 130 * 4 + 1
+        assert conn.execute(text("SELECT count(*) FROM ingested_batches")).scalar_one() == 530
+        assert conn.execute(text("SELECT count(*) FROM heartbeats")).scalar_one() == 530
+        seen = {u: t for u, t in conn.execute(select(Gpu.uuid, Gpu.last_seen))}
+        node_seen = {n: t for n, t in conn.execute(select(Node.name, Node.last_seen))}
+    assert len(seen) == 520
+    for k, name in enumerate(nodes):
+        assert all(seen[f"GPU-{name}-{i}"] == T0 + k % 3 for i in range(4)), name
+        assert node_seen[name] == T0 + k % 3
+    engine.dispose()
+
+
+def test_integer_times_and_versions_are_accepted(store_url: str) -> None:
+    """Times and versions go to PostgreSQL as arrays, which hold one type: an agent that sends an
+    integer time or version next to float ones is still written."""
+    engine = make_engine(store_url)
+    upgrade(engine)
+    t = int(T0)
+    Writer(engine).write_many([
+        batch({"name": "a", "agent_version": 2}, t, [gpu("a", 0, t, {"status": "ok"})], {"nvml": {}}),
+        batch({"name": "b", "agent_version": "1.0"}, T0 + 0.5, [gpu("b", 0, T0 + 0.5, {"status": "ok"})]),
+    ])
+    with engine.connect() as conn:
+        assert sorted(conn.execute(select(Gpu.last_seen)).scalars()) == [T0, T0 + 0.5]
+        assert sorted(conn.execute(select(Heartbeat.agent_version)).scalars()) == ["1.0", "2"]
+    engine.dispose()
