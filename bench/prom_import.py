@@ -8,8 +8,9 @@ a real Prometheus. Then, alternating, in the same run:
 
 - plain fetch: the importer's own queries (same selector, chunks, step), ``requests`` + ``.json()``;
 - import: ``PrometheusImporter.import_range`` into a fresh SQLite store (schema made beforehand):
-  the fetch through prometheus-api-client, mapping, unit conversion, counter rates, dedupe and the
-  write path's commit.
+  the fetch through prometheus-api-client's session (the next chunks asked for while one is
+  written), decoding (msgspec where installed, else the standard library), mapping, unit
+  conversion, counter rates, dedupe and the write path's commit.
 
 Samples are Prometheus points (one value of one series at one time). ``--write`` replaces the
 ``prom_import`` section of docs/PERFORMANCE.md.
@@ -33,7 +34,8 @@ from perfdoc import fmt_int, fs_type, header, median, package_version, scratch_b
 
 from collectors import dcgm
 from db.engine import make_engine, upgrade
-from gpufleet.promimport import MAX_STEPS, POINT_BUDGET, SELECTOR, PrometheusImporter, PromSource, chunk_bounds
+from gpufleet.promimport import MAX_STEPS, POINT_BUDGET, PrometheusImporter, chunk_bounds
+from gpufleet.promsource import SELECTOR, PromSource
 
 TARGET_RATIO = 0.80
 GPU_METRICS = [f for f in dcgm.FIELDS if f.kind == "gpu" and f.metric not in dcgm.FALLBACKS]
@@ -184,11 +186,12 @@ def main() -> None:
         "### Prometheus import: samples per second",
         "",
         *header([("Prometheus", _prom_version()), ("prometheus-api-client", package_version("prometheus-api-client")),
-                 ("requests", package_version("requests"))]),
+                 ("requests", package_version("requests")), ("msgspec", package_version("msgspec"))]),
         f"- data: {args.nodes} nodes × 8 H100s, {len(GPU_METRICS) + 1} dcgm-exporter series per GPU and "
         f"{len(NODE_SERIES) + 1} node_exporter series per node ({series:,} series), {points:,} points each "
         f"({args.hours:g} h at {args.step} s), backfilled with promtool; Prometheus on the same machine",
         f"- store: SQLite on {fs_type(work.parent)}, fresh each run; {fmt_int(rows)} sample rows per import",
+        f"- plain fetch decodes with requests' `.json()`, which uses {requests.compat.json.__name__} here",
         f"- {args.reps} timed repetitions after one warm-up, alternating; medians shown",
         "",
         *table(["path", "samples", "samples/s", "of plain fetch"], rows_out),

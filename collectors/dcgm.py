@@ -141,22 +141,30 @@ for _kind, _extra in DERIVED.items():
 COLUMNS["gpu"] = ("status", *COLUMNS["gpu"])
 
 
-def convert(field: Field, raws: list[Any]) -> list[Value]:
-    """A series' values (text, as Prometheus' HTTP API gives them) in the column's unit and type;
-    NaN and infinities are unknown. Whole columns at a time: this is the import's hot loop."""
-    xs = [float(r) for r in raws]
+def convert(field: Field, xs: list[float]) -> list[Value]:
+    """A series' values (floats, as read from Prometheus' text) in the column's unit and type; NaN
+    and infinities are unknown. Whole columns at a time: this is the import's hot loop, so the
+    common case (every value finite) is one pass, the rest a second."""
+    scale, cast = field.scale, field.cast
+    if field.column != "kind" and cast is not bool:
+        try:
+            if cast is int:  # int() of NaN or ±inf raises: such a column takes the careful path
+                return list(map(int, xs)) if scale == 1 else [int(x * scale) for x in xs]
+            out: list[Any] = xs if scale == 1 else [x * scale for x in xs]
+        except (ValueError, OverflowError):
+            pass
+        else:
+            if math.isfinite(sum(out)):  # NaN and ±inf propagate (an overflow just takes the careful path)
+                return out
     if field.column == "kind":
         return [_ARPHRD_KIND.get(int(x), "other") if x - x == 0 else None for x in xs]
-    if field.scale != 1:
-        xs = [x * field.scale for x in xs]
-    out: list[Any] = xs
-    if field.cast is int:
-        out = [int(x) if x - x == 0 else None for x in xs]  # x - x is NaN exactly for NaN and ±inf
-    elif field.cast is bool:
-        out = [x != 0 if x - x == 0 else None for x in xs]
-    elif not math.isfinite(math.fsum(xs)):
-        out = [x if x - x == 0 else None for x in xs]
-    return out
+    if scale != 1:
+        xs = [x * scale for x in xs]
+    if cast is int:
+        return [int(x) if x - x == 0 else None for x in xs]  # x - x is NaN exactly for NaN and ±inf
+    if cast is bool:
+        return [x != 0 if x - x == 0 else None for x in xs]
+    return [x if x - x == 0 else None for x in xs]
 
 
 def counter_rates(field: Field, values: list[Value], step: float) -> list[float | None]:

@@ -8,7 +8,8 @@ per chunk); each chunk is one transaction per the write path: one batch per node
 source, node, chunk and step, so a chunk imported twice is skipped, and rows another (overlapping)
 import already stored are left out, so ranges may overlap freely. Each chunk's query starts one step
 early: the point before the chunk gives counter rates and XID changes for its first point, so what
-is stored does not depend on where the chunks fall. The mapping itself is ``collectors.dcgm``.
+is stored does not depend on where the chunks fall. The mapping itself is ``collectors.dcgm``; the
+HTTP side and the decoding of Prometheus' answers are ``gpufleet.promsource``.
 """
 
 from __future__ import annotations
@@ -18,60 +19,37 @@ import gc
 import hashlib
 import logging
 import math
-import re
+import sys
 import threading
 import time
-from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from collections import Counter, defaultdict, deque
+from collections.abc import Callable, Generator, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
-import requests
-from prometheus_api_client import PrometheusApiClientException, PrometheusConnect
 from sqlalchemy import Engine, select
 from sqlalchemy.dialects import postgresql, sqlite
-from urllib3.util.retry import Retry
 
 from alerts.rulefile import parse_duration
 from collectors import dcgm
-from collectors.records import Event, GpuInfo, Record, Sample, Value
+from collectors.records import Event, GpuInfo, Value
 from db.models import SAMPLE_TABLES, Gpu, ImportCursor, Node
-from db.writer import Batch, Writer
+from db.writer import Batch, SampleColumns, Writer
 from gpufleet.cli import UserError
+from gpufleet.promsource import PromSource, Series
 
 log = logging.getLogger(__name__)
 
 SOURCE = "prometheus"
 MAX_STEPS = 10_000  # per query and series, with the extra point in front: under Prometheus' 11,000
+AHEAD = 2  # chunks asked for before they are needed
+SWITCH_INTERVAL = 0.0005  # seconds, while importing (see _bulk_mode)
 POINT_BUDGET = 400_000  # points per chunk, all series together: bounds the memory of one chunk
-SELECTOR = '{__name__=~"' + "|".join(dcgm.METRICS) + '"}'
-_ERRNO = re.compile(r"\[Errno -?\d+\] ([^'\")]+)")
-_PROM_ERROR = re.compile(r'"error":"((?:[^"\\]|\\.)*)"')
 
 
 # -- user input -------------------------------------------------------------------------------
-
-
-def check_url(url: str) -> str:
-    """The base URL, checked: http(s) with a host. Trailing slashes go, so ``/api/v1`` joins cleanly."""
-    parts = urlsplit(url.strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise UserError(f"invalid Prometheus URL {redact(url)!r}: expected e.g. http://prometheus:9090")
-    return url.strip().rstrip("/")
-
-
-def redact(url: str) -> str:
-    """The URL without user and password: what is logged, printed and stored as the cursor's name."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    netloc = f"[{host}]" if ":" in host else host
-    try:
-        port = parts.port
-    except ValueError:
-        port = None
-    return urlunsplit((parts.scheme, netloc + (f":{port}" if port else ""), parts.path, parts.query, ""))
 
 
 def parse_time(text: str, now: float, name: str) -> float:
@@ -115,51 +93,6 @@ def iso(ts: float) -> str:
     return dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-# -- Prometheus -------------------------------------------------------------------------------
-
-
-class PromSource:
-    """The HTTP side, through prometheus-api-client: short retries (an unreachable server is one
-    line within a second, not after the client's default back-off) and errors as one line."""
-
-    def __init__(self, url: str, *, timeout: float = 120.0, session: requests.Session | None = None) -> None:
-        self.url = check_url(url)
-        self.name = redact(self.url)
-        retry = Retry(total=2, backoff_factor=0.2, status_forcelist=(429, 502, 503, 504), allowed_methods=None)
-        self.client = PrometheusConnect(url=self.url, retry=retry, session=session, timeout=timeout, method="POST")
-
-    def close(self) -> None:
-        self.client.close()
-
-    def _call(self, what: Callable[[], Any]) -> Any:
-        try:
-            return what()
-        except PrometheusApiClientException as exc:
-            found = _PROM_ERROR.search(str(exc))
-            code = str(exc).split("(", 1)[0].replace("HTTP Status Code", "HTTP").strip()
-            detail = found.group(1) if found else "is this a Prometheus server?"
-            raise UserError(f"Prometheus at {self.name} answered {code}: {detail}") from None
-        except (ValueError, KeyError, TypeError):  # a body that is not the API's JSON (requests' too)
-            raise UserError(f"{self.name} did not answer like a Prometheus server") from None
-        except requests.RequestException as exc:
-            found = _ERRNO.search(str(exc))
-            reason = found.group(1).strip() if found else type(exc).__name__
-            raise UserError(f"cannot reach Prometheus at {self.name}: {reason}") from None
-
-    def series_count(self, start: float, end: float) -> int:
-        """How many mapped series exist over the range (index only, cheap): sizes the chunks."""
-        start_dt = dt.datetime.fromtimestamp(start, dt.timezone.utc)
-        end_dt = dt.datetime.fromtimestamp(end, dt.timezone.utc)
-        return len(self._call(lambda: self.client.get_series(start_dt, end_dt, params={"match[]": SELECTOR})))
-
-    def fetch(self, start: int, end: int, step: int) -> list[dict[str, Any]]:
-        """Every mapped series on the grid ``start, start + step, …, end``."""
-        start_dt = dt.datetime.fromtimestamp(start, dt.timezone.utc)
-        end_dt = dt.datetime.fromtimestamp(end, dt.timezone.utc)
-        result = self._call(lambda: self.client.custom_query_range(SELECTOR, start_dt, end_dt, str(step)))
-        return list(result or [])
-
-
 # -- from series to batches -------------------------------------------------------------------
 
 
@@ -197,10 +130,30 @@ class _NodeData:
     events: list[Event] = field(default_factory=list)
 
 
-def _on_grid(values: list[list[Any]], f: dcgm.Field, q0: int, n: int,
+@dataclass
+class _Chunk:
+    """One chunk, decoded and mapped: per node its things, each with every column of its table."""
+
+    a: int
+    b: int
+    points: int  # Prometheus points read, the one-step-early ones included
+    nodes: dict[str, _NodeData]
+
+
+def map_chunk(result: list[Series], a: int, b: int, step: int) -> _Chunk:
+    """The series of the chunk ``a..b`` (its query starts one step early) in gpufleet's columns."""
+    q0, n = a - step, (b - a) // step + 2
+    nodes = _build(result, q0, n, step)
+    for data in nodes.values():
+        for (kind, _), thing in data.things.items():
+            _finish(kind, thing, n, step)
+    return _Chunk(a, b, sum(len(s.values) for s in result), nodes)
+
+
+def _on_grid(values: list[tuple[float, float]], f: dcgm.Field, q0: int, n: int,
              step: int) -> tuple[list[Value], list[int] | None]:
     """A series' converted values on the chunk's grid, and the grid indices it had (None: all)."""
-    converted = dcgm.convert(f, [v for _, v in values])
+    converted = dcgm.convert(f, [x for _, x in values])
     if len(converted) == n:
         return converted, None
     where = [round((t - q0) / step) for t, _ in values]
@@ -215,14 +168,14 @@ def _merge(old: list[Value] | None, new: list[Value]) -> list[Value]:
     return new if old is None else [y if y is not None else x for x, y in zip(old, new, strict=True)]
 
 
-def _build(result: list[dict[str, Any]], q0: int, n: int, step: int) -> dict[str, _NodeData]:
+def _build(result: list[Series], q0: int, n: int, step: int) -> dict[str, _NodeData]:
     """Group a chunk's series (grid ``q0, q0 + step, …``, ``n`` points) by node and thing, in
     gpufleet units."""
-    unames = {m["instance"]: m["nodename"] for s in result if (m := s["metric"]).get("__name__") == dcgm.UNAME_METRIC
+    unames = {m["instance"]: m["nodename"] for s in result if (m := s.metric).get("__name__") == dcgm.UNAME_METRIC
               and m.get("instance") and m.get("nodename")}
     nodes: dict[str, _NodeData] = defaultdict(_NodeData)
     for series in result:
-        labels: dict[str, str] = series["metric"]
+        labels = series.metric
         name = labels.get("__name__", "")
         node = dcgm.node_name(labels, unames)
         if name == dcgm.UNAME_METRIC or node is None:
@@ -232,7 +185,7 @@ def _build(result: list[dict[str, Any]], q0: int, n: int, step: int) -> dict[str
         key = dcgm.thing_key(f.kind, labels)
         if key is None:
             continue
-        column, where = _on_grid(series["values"], f, q0, n, step)
+        column, where = _on_grid(series.values, f, q0, n, step)
         if f is dcgm.XID_FIELD:
             data.events += _xid_events(key, column, q0, step)
             continue
@@ -249,7 +202,25 @@ def _build(result: list[dict[str, Any]], q0: int, n: int, step: int) -> dict[str
             thing.present = None
         elif thing.present is not None:
             thing.present.update(where)
-    return nodes
+    return dict(nodes)
+
+
+def _finish(kind: str, thing: _Thing, n: int, step: int) -> None:
+    """A thing's columns as stored: fallbacks where the preferred metric is missing, counter rates,
+    derived columns, and every column of its table in one order (None where no series had it), so
+    every row of a kind has one shape (the write path's fast path)."""
+    cols = thing.columns
+    for col, values in thing.fallbacks.items():
+        cols[col] = _merge(values, cols[col]) if col in cols else values
+    for col, f in dcgm.RATES.items():
+        if f.kind == kind and col in cols and f.rate is not None:
+            cols[f.rate] = list(dcgm.counter_rates(f, cols[col], step))
+    dcgm.derive(kind, cols, thing.labels, n)
+    if kind == "gpu":
+        cols["status"] = ["ok"] * n
+    nones: list[Value] = [None] * n
+    thing.columns = {c: cols.get(c, nones) for c in dcgm.COLUMNS[kind]}
+    thing.fallbacks = {}
 
 
 def _xid_events(key: dict[str, Any], column: list[Value], q0: int, step: int) -> list[Event]:
@@ -266,34 +237,47 @@ def _xid_events(key: dict[str, Any], column: list[Value], q0: int, step: int) ->
     return events
 
 
-def _samples(data: _NodeData, existing: set[tuple[Any, ...]], node: str, q0: int, n: int,
-             step: int) -> tuple[list[Sample], int]:
-    """Rows for every grid point after the first that some series had, minus rows already stored."""
-    out: list[Sample] = []
+def _blocks(data: _NodeData, existing: set[tuple[Any, ...]], node: str, q0: int, n: int,
+            step: int) -> tuple[list[SampleColumns], int]:
+    """Per thing, its rows for every grid point after the first that some series had, minus rows
+    already stored: column slices, no object per row."""
+    grid = [float(q0 + i * step) for i in range(n)]
+    out: list[SampleColumns] = []
     skipped = 0
-    nones: list[Value] = [None] * n
     for (kind, key_tuple), thing in data.things.items():
-        cols = thing.columns
-        for col, values in thing.fallbacks.items():
-            cols[col] = _merge(values, cols[col]) if col in cols else values
-        for col, f in dcgm.RATES.items():
-            if f.kind == kind and col in cols and f.rate is not None:
-                cols[f.rate] = list(dcgm.counter_rates(f, cols[col], step))
-        dcgm.derive(kind, cols, thing.labels, n)
-        if kind == "gpu":
-            cols["status"] = ["ok"] * n
-        names = dcgm.COLUMNS[kind]
-        probe = ("gpu", thing.key["gpu_uuid"]) if kind == "gpu" else (kind, node, *key_tuple)
-        present = thing.present
-        for i, row in enumerate(zip(*(cols.get(c, nones) for c in names), strict=True)):
-            if i == 0 or (present is not None and i not in present):
-                continue
-            ts = float(q0 + i * step)
-            if existing and (*probe, ts) in existing:
-                skipped += 1
-                continue
-            out.append(Sample(kind=kind, ts=ts, key=thing.key, values=dict(zip(names, row, strict=True))))
+        keep: Sequence[int] = range(1, n) if thing.present is None else sorted(thing.present - {0})
+        if existing:
+            probe = ("gpu", thing.key["gpu_uuid"]) if kind == "gpu" else (kind, node, *key_tuple)
+            new = [i for i in keep if (*probe, grid[i]) not in existing]
+            skipped += len(keep) - len(new)
+            keep = new
+        if not keep:
+            continue
+        if keep[-1] - keep[0] + 1 == len(keep):  # one run of grid points: slices
+            lo, hi = keep[0], keep[-1] + 1
+            out.append(SampleColumns(kind, thing.key, grid[lo:hi], {c: v[lo:hi] for c, v in thing.columns.items()}))
+        else:
+            out.append(SampleColumns(kind, thing.key, [grid[i] for i in keep],
+                                     {c: [v[i] for i in keep] for c, v in thing.columns.items()}))
     return out, skipped
+
+
+@contextmanager
+def _bulk_mode() -> Iterator[None]:
+    """While a range imports: the cyclic GC paused (a chunk's JSON is millions of small objects
+    without cycles, and with the GC on, decoding re-scans everything alive over and over) and a
+    short GIL switch interval. The transfer thread needs the GIL for a moment after each read from
+    the socket; with the default 5 ms, a busy decoding thread makes it wait that long every time,
+    and a chunk then arrives several times later than Prometheus sends it."""
+    paused, interval = gc.isenabled(), sys.getswitchinterval()
+    gc.disable()
+    sys.setswitchinterval(SWITCH_INTERVAL)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(interval)
+        if paused:
+            gc.enable()
 
 
 def chunk_bounds(first: int, last: int, step: int, steps: int) -> Iterator[tuple[int, int]]:
@@ -345,39 +329,44 @@ class PrometheusImporter:
         if series == 0:
             return stats
         bounds = list(chunk_bounds(first, last, self.step, max(1, min(MAX_STEPS, self.point_budget // series))))
-        # The next chunk is fetched while this one is mapped and written: Prometheus evaluates it
-        # meanwhile. The cyclic GC is paused throughout: a chunk's JSON is millions of small lists
-        # without cycles, and with the GC on, decoding re-scans everything alive over and over.
-        paused = gc.isenabled()
-        gc.disable()
-        try:
-            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prom-fetch") as pool:
-                pending = pool.submit(self.source.fetch, bounds[0][0] - self.step, bounds[0][1], self.step)
-                for k, (a, b) in enumerate(bounds):
-                    result = pending.result()
-                    if k + 1 < len(bounds):
-                        pending = pool.submit(self.source.fetch, b, bounds[k + 1][1], self.step)
-                    self._chunk(a, b, result, stats)
-                    stats.done_until = float(b)
-                    if committed is not None:
-                        committed(b)
-        finally:
-            if paused:
-                gc.enable()
+        with _bulk_mode(), closing(self._answers(bounds)) as answers:
+            for a, b, body in answers:
+                self._write(map_chunk(self.source.decode(body), a, b, self.step), stats)
+                stats.done_until = float(b)
+                if committed is not None:
+                    committed(b)
         return stats
 
-    def _chunk(self, a: int, b: int, result: list[dict[str, Any]], stats: ImportStats) -> None:
-        """Map and write one chunk; ``result`` is its fetch, which starts one step before ``a``."""
+    def _answers(self, bounds: list[tuple[int, int]]) -> Generator[tuple[int, int, bytes], None, None]:
+        """Each chunk's answer, in order, asked for ``AHEAD`` chunks before it is needed: Prometheus
+        evaluates and sends the next chunks while this thread decodes, maps and writes. Only the
+        transfer runs in the worker thread; the Python work stays on this one, where it does not
+        fight a second thread for the GIL."""
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="prom-fetch")
+        pending: deque[Future[bytes]] = deque()
+        asked = 0
+        try:
+            for a, b in bounds:
+                while asked < len(bounds) and len(pending) <= AHEAD:
+                    a2, b2 = bounds[asked]
+                    pending.append(pool.submit(self.source.query_range, a2 - self.step, b2, self.step))
+                    asked += 1
+                yield a, b, pending.popleft().result()
+        finally:
+            pool.shutdown(cancel_futures=True)
+
+    def _write(self, chunk: _Chunk, stats: ImportStats) -> None:
+        """Write one mapped chunk: one batch per node, all in one transaction."""
+        a, b, nodes = chunk.a, chunk.b, chunk.nodes
         q0, n = a - self.step, (b - a) // self.step + 2
-        stats.points += sum(len(s["values"]) for s in result)
-        nodes = _build(result, q0, n, self.step)
+        stats.points += chunk.points
         existing = self._existing(a, b, nodes)
         batches = []
         for node, data in sorted(nodes.items()):
-            samples, skipped = _samples(data, existing, node, q0, n, self.step)
+            blocks, skipped = _blocks(data, existing, node, q0, n, self.step)
             stats.skipped_rows += skipped
-            records: list[Record] = [g for uuid, g in data.gpus.items() if uuid not in self._known_gpus]
-            records += samples
+            records: list[Any] = [g for uuid, g in data.gpus.items() if uuid not in self._known_gpus]
+            records += blocks
             records += data.events
             ident = f"{self.source.name}|{node}|{a}|{b}|{self.step}"
             batches.append(Batch(batch_id="prom-" + hashlib.sha256(ident.encode()).hexdigest()[:40],

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from collectors import dcgm
 from db.models import SAMPLE_TABLES
 from gpufleet.cli import UserError
-from gpufleet.promimport import MAX_STEPS, chunk_bounds, parse_step, parse_time, redact
+from gpufleet.promimport import MAX_STEPS, chunk_bounds, parse_step, parse_time
+from gpufleet.promsource import redact
 
 MIB = 2**20
 
@@ -32,13 +35,24 @@ def test_every_mapped_column_exists_in_its_table() -> None:
     ("node_network_protocol_type", "1", "ethernet"),
     ("node_network_protocol_type", "772", "other"),
     ("DCGM_FI_DEV_GPU_TEMP", "NaN", None),  # unknown, never a number
+    ("DCGM_FI_DEV_POWER_USAGE", "-Inf", None),
+    ("DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION", "+Inf", None),
+    ("DCGM_FI_DEV_FB_USED", "NaN", None),
     ("node_disk_io_now", "+Inf", None),
+    ("DCGM_FI_DEV_PCIE_REPLAY_COUNTER", "1e+21", 10**21),  # Prometheus' exponent form, as an int
 ])
 def test_convert_to_base_units(metric: str, raw: str, expected: object) -> None:
-    (got,) = dcgm.convert(dcgm.BY_METRIC[metric], [raw])
+    (got,) = dcgm.convert(dcgm.BY_METRIC[metric], [float(raw)])
     assert got == expected and type(got) is type(expected)
-    column = dcgm.convert(dcgm.BY_METRIC[metric], ["0", raw, "1"])  # one unknown does not blank the rest
+    column = dcgm.convert(dcgm.BY_METRIC[metric], [0.0, float(raw), 1.0])  # one unknown does not blank the rest
     assert column[1] == expected and None not in (column[0], column[2])
+
+
+def test_convert_takes_both_infinities_and_huge_values_in_one_column() -> None:
+    power = dcgm.BY_METRIC["DCGM_FI_DEV_POWER_USAGE"]  # a sum of these is NaN or overflows: no crash
+    assert dcgm.convert(power, [math.inf, -math.inf, 250.0]) == [None, None, 250.0]
+    assert dcgm.convert(power, [1e308, 1e308]) == [1e308, 1e308]
+    assert dcgm.convert(dcgm.BY_METRIC["DCGM_FI_DEV_FB_USED"], [1.0, math.inf]) == [MIB, None]
 
 
 def test_counter_rates_skip_resets_gaps_and_cap_utilization() -> None:
@@ -88,7 +102,7 @@ def test_derived_columns() -> None:
 
 
 def test_xid_gauge_changes() -> None:
-    codes = dcgm.convert(dcgm.XID_FIELD, ["79", "79", "0", "0", "48", "NaN", "13", "13", "31"])
+    codes = dcgm.convert(dcgm.XID_FIELD, [79.0, 79, 0, 0, 48, math.nan, 13, 13, 31])
     changes = [(i, info.code, info.fatal) for i, info in dcgm.xid_changes(codes)]
     # The first 79 has no predecessor: when it happened is unknown. 79 -> 79 and -> 0 are no events;
     # a gap (NaN) hides the change to 13.

@@ -27,7 +27,8 @@ from db.models import (
     Node,
 )
 from gpufleet.cli import main
-from gpufleet.promimport import PrometheusImporter, PromSource
+from gpufleet.promimport import PrometheusImporter
+from gpufleet.promsource import PromSource
 from tests.conftest import free_port
 from tests.importers.promstack import DRIVER, MODEL, NODE, UUIDS, Stack, start_stack
 
