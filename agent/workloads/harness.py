@@ -101,9 +101,11 @@ def measure(fn: Callable[[], object], *, device: str = "cpu", warmup: int = 3, m
     return summarize(samples)
 
 
-def auto_inner(fn: Callable[[], object], *, device: str = "cpu", target_s: float = 1e-3, cap: int = 10_000) -> int:
+def auto_inner(fn: Callable[[], object], *, device: str = "cpu", target_s: float = 1e-2, cap: int = 10_000) -> int:
     """How many calls of ``fn`` make one sample last about ``target_s``: a sample shorter than the
-    clock's and the loop's own cost would mostly measure those. Calls ``fn`` twice (a warm-up and a probe)."""
+    clock's and the loop's own cost would mostly measure those, and millisecond samples carry the
+    scheduler's jitter (10 ms samples keep the CV of a quiet CPU near 1%). Calls ``fn`` twice (a
+    warm-up and a probe)."""
     fn()
     sync = _sync(device)
     sync()
