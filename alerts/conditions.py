@@ -129,11 +129,33 @@ class Context:
                   node_id: int | None = None, gpu_index: int | None = None, labels: dict[str, str] | None = None,
                   context: dict[str, Any] | None = None) -> Condition:
         """A condition of ``rule`` about a GPU (``gpu_id``) or a node (``node_id``), with the
-        standard labels and its annotations rendered."""
+        standard labels and its annotations rendered. Conditions repeat cycle after cycle: one built
+        from the same rule, thing, values and context is remembered and returned again (they are
+        never modified)."""
         ref = self.gpus.get(gpu_id) if gpu_id is not None else None
         if ref is not None:
             node_id = ref.node_id
             gpu_index = ref.index if ref.index is not None else gpu_index
+        start = min(since, self.now)
+        try:
+            key = (id(rule), ref, node_id, None if ref is not None or node_id is None else self.node_name(node_id),
+                   gpu_index, gpu_id, value, start, tuple(labels.items()) if labels else (),
+                   tuple(context.items()) if context else ())
+            found = _CONDITIONS.get(key)
+        except TypeError:  # an unhashable context value: build it afresh
+            key, found = None, None
+        if found is not None and found.rule is rule:
+            return found
+        made = self._build(rule, ref, start, value, node_id, gpu_id, gpu_index, labels, context)
+        if key is not None:
+            if len(_CONDITIONS) >= _CONDITIONS_CACHE:
+                _CONDITIONS.clear()
+            _CONDITIONS[key] = made
+        return made
+
+    def _build(self, rule: Rule, ref: GpuRef | None, start: float, value: float | None, node_id: int | None,
+               gpu_id: int | None, gpu_index: int | None, labels: dict[str, str] | None,
+               context: dict[str, Any] | None) -> Condition:
         out = {"alertname": rule.name, "severity": rule.severity}
         if node_id is not None:
             out["node"] = ref.node if ref is not None else self.node_name(node_id)
@@ -149,9 +171,11 @@ class Context:
                                "gpu": out.get("gpu"), "uuid": out.get("uuid"), "model": out.get("model"),
                                "value": value, "for": templates.duration(rule.for_seconds)}
         ctx.update(context or {})
-        return Condition(rule, out, _annotations(rule.annotations, ctx), value, min(since, self.now), node_id, gpu_id)
+        return Condition(rule, out, _annotations(rule.annotations, ctx), value, start, node_id, gpu_id)
 
 
+_CONDITIONS: dict[tuple[Any, ...], Condition] = {}
+_CONDITIONS_CACHE = 100_000
 _ANNOTATIONS: dict[tuple[Any, ...], dict[str, str]] = {}
 _ANNOTATIONS_CACHE = 100_000
 

@@ -39,3 +39,27 @@ def test_tasks_run_when_due_and_a_failing_one_is_not_fatal(sqlite_url: str) -> N
     assert ran == [("minute", T0), ("broken", T0), ("minute", T0 + 60), ("minute", T0 + 600),
                    ("broken", T0 + 600)]
     engine.dispose()
+
+
+def test_a_cycle_pauses_the_collector_but_collects_its_own_cycles(sqlite_url: str) -> None:
+    import gc
+    import weakref
+
+    engine = store(sqlite_url)
+    refs: list[weakref.ref] = []
+
+    class Node:
+        pass
+
+    def make_garbage(engine, at):  # noqa: ANN001, ANN202
+        assert not gc.isenabled()  # no automatic collection inside the cycle
+        a, b = Node(), Node()
+        a.other, b.other = b, a  # a reference cycle, garbage once this returns
+        refs.append(weakref.ref(a))
+
+    ctl = Controller(engine, parse_config("route: {receiver: none}\nreceivers: [{name: none, type: none}]"),
+                     rules=[], clock=lambda: T0, tasks=[Task("garbage", 1.0, make_garbage)])
+    ctl.cycle()
+    assert gc.isenabled()
+    assert refs and refs[0]() is None  # collected at the end of the cycle
+    engine.dispose()
