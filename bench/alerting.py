@@ -680,7 +680,8 @@ def cycle_rows(r: CycleResult) -> tuple[list[list[object]], list[str]]:
     cycles = -(-b.notifications // 500)
     verdicts.append(f"{r.store}: burst cycle {b.wall:.1f} s wall, {b.cpu:.1f} s CPU "
                     f"({'over' if b.wall >= INTERVAL else 'within'} the 15 s interval): routing "
-                    f"{b.stages_wall.get('route', 0.0):.1f} s to enqueue {b.notifications:,} first notifications; the "
+                    f"{b.stages_wall.get('route_pass', 0.0):.1f} s to enqueue {b.notifications:,} first notifications; "
+                    "the "
                     f"outbox sends at most 500 per cycle, so they need {cycles} cycle{'s' if cycles > 1 else ''}")
     return rows, verdicts
 
@@ -689,8 +690,9 @@ def burst_row(r: CycleResult) -> list[object]:
     b = r.burst
     left, secs = r.drain
     return [r.store, f"{ms(b.wall)} ms", f"{ms(b.cpu)} ms", f"{b.notifications:,} ({r.groups:,} groups)",
-            f"{ms(b.stages_wall.get('route', 0.0))} ms", f"{b.delivered:,} in {ms(b.stages_wall.get('deliver_due', 0))}"
-            " ms", f"{left:,} in {secs:.2f} s" if left else "–"]
+            f"{ms(b.stages_wall.get('route_pass', 0.0))} ms",
+            f"{b.delivered:,} in {ms(b.stages_wall.get('deliver_due', 0))} ms",
+            f"{left:,} in {secs:.2f} s" if left else "–"]
 
 
 def delivery_row(d: DeliveryResult) -> list[object]:
