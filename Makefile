@@ -34,6 +34,8 @@ bench: $(STAMP)
 	$(PY) bench/prom_import.py --write
 	$(PY) bench/harness_overhead.py --write
 	$(PY) bench/fleet_load.py --write
+	$(PY) bench/simulator_speed.py --write
+	$(PY) bench/fragmentation_experiment.py --exact-seeds 3 --write
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
