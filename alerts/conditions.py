@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import Boolean, Connection, func, select, text
@@ -171,39 +170,12 @@ class Context:
                                "gpu": out.get("gpu"), "uuid": out.get("uuid"), "model": out.get("model"),
                                "value": value, "for": templates.duration(rule.for_seconds)}
         ctx.update(context or {})
-        return Condition(rule, out, _annotations(rule.annotations, ctx), value, start, node_id, gpu_id)
+        annotations = {k: templates.render(t, ctx) for k, t in rule.annotations.items()}
+        return Condition(rule, out, annotations, value, start, node_id, gpu_id)
 
 
 _CONDITIONS: dict[tuple[Any, ...], Condition] = {}
 _CONDITIONS_CACHE = 100_000
-_ANNOTATIONS: dict[tuple[Any, ...], dict[str, str]] = {}
-_ANNOTATIONS_CACHE = 100_000
-
-
-def _annotations(specs: dict[str, str], ctx: dict[str, Any]) -> dict[str, str]:
-    """The rendered annotations, remembered by the values their templates use: conditions repeat
-    cycle after cycle, so one lookup per condition replaces rendering each template."""
-    templates_ = tuple(specs.items())
-    names = _names_of(templates_)
-    values = tuple(ctx.get(n) for n in names)
-    key = (templates_, values, tuple(map(type, values)))  # True, 1 and 1.0 are equal keys but render apart
-    try:
-        return dict(_ANNOTATIONS[key])
-    except KeyError:
-        pass
-    except TypeError:  # an unhashable value: render without remembering
-        return {k: templates.render(t, ctx) for k, t in specs.items()}
-    if len(_ANNOTATIONS) >= _ANNOTATIONS_CACHE:
-        _ANNOTATIONS.clear()
-    rendered = _ANNOTATIONS[key] = {k: templates.render(t, ctx) for k, t in specs.items()}
-    return dict(rendered)
-
-
-@lru_cache(maxsize=1024)
-def _names_of(specs: tuple[tuple[str, str], ...]) -> tuple[str, ...]:
-    return tuple(dict.fromkeys(n for _k, t in specs for n in templates.placeholders(t)))
-
-
 def numeric(column: str, alias: str = "") -> str:
     """SQL for a gpu_samples column as a number (booleans as 0/1, which PostgreSQL needs spelled
     out), optionally qualified by a table alias. ``column`` is a validated column name."""

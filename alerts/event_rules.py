@@ -104,25 +104,15 @@ def event(ctx: Context, rule: Rule) -> list[Condition]:
 
 def _events(ctx: Context, spec: EventMatch, lo: float) -> list[Any]:
     """The events of ``spec``'s kinds (and codes, severities, and XIDs that may match its fatality or
-    resolutions) in (``lo``, now], oldest first. Rules over the same kinds without further filters
-    share one read per cycle: the widest window is read once and narrowed for the others."""
-    q = select(*_COLUMNS).where(Event.ts <= ctx.now, Event.kind.in_(spec.kinds)).order_by(Event.ts, Event.id)
-    if spec.codes or spec.severities or spec.fatal is not None or spec.resolutions:
-        if spec.fatal is not None or spec.resolutions:
-            q = q.where(or_(Event.kind != "xid", possibly_matching_xids(spec.fatal, spec.resolutions)))
-        if spec.codes:
-            q = q.where(Event.code.in_(spec.codes))
-        if spec.severities:
-            q = q.where(Event.severity.in_(spec.severities))
-        return list(ctx.conn.execute(q.where(Event.ts > lo)))
-    key = "events:" + ",".join(sorted(spec.kinds))
-    cached = ctx.cache.get(key)
-    if cached is None or cached[0] > lo:
-        cached = ctx.cache[key] = (lo, list(ctx.conn.execute(q.where(Event.ts > lo))))
-    first, rows = cached
-    if first == lo:
-        return rows
-    return [r for r in rows if r.ts > lo]
+    resolutions) in (``lo``, now], oldest first."""
+    q = select(*_COLUMNS).where(Event.ts > lo, Event.ts <= ctx.now, Event.kind.in_(spec.kinds))
+    if spec.fatal is not None or spec.resolutions:
+        q = q.where(or_(Event.kind != "xid", possibly_matching_xids(spec.fatal, spec.resolutions)))
+    if spec.codes:
+        q = q.where(Event.code.in_(spec.codes))
+    if spec.severities:
+        q = q.where(Event.severity.in_(spec.severities))
+    return list(ctx.conn.execute(q.order_by(Event.ts, Event.id)))
 
 
 def _episode_start(g: _Group, spec: EventMatch, recovered_before_last: float | None) -> int:

@@ -14,6 +14,8 @@ from typing import Any
 import yaml
 
 from alerts.matchers import Matcher, MatcherError, parse_matcher
+from alerts.rulefile import parse_duration as prometheus_duration
+from db.secrets import SecretError, read_file, remember
 
 
 class ConfigError(Exception):
@@ -98,12 +100,9 @@ def load_yaml(text: str, source: str) -> Any:
         raise ConfigError(f"{source}{where}: not valid YAML ({problem})") from None
 
 
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w|y)")
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
-
-
 def parse_duration(value: Any) -> float:
-    """``30s``, ``5m``, ``1h30m``, ``500ms``, ``2d`` (Prometheus style) or a number of seconds."""
+    """``30s``, ``5m``, ``1h30m``, ``500ms``, ``2d`` (Prometheus style, ``alerts.rulefile``) or, unlike
+    rule files, a bare number of seconds."""
     if isinstance(value, bool):
         raise ValueError("expected a duration such as 30s, 5m or 4h")
     if isinstance(value, (int, float)):
@@ -111,9 +110,10 @@ def parse_duration(value: Any) -> float:
     text = str(value).strip()
     if re.fullmatch(r"\d+(?:\.\d+)?", text):
         return float(text)
-    if not text or _DURATION.sub("", text):
-        raise ValueError(f"{text!r} is not a duration such as 30s, 5m or 4h")
-    return sum(float(n) * _UNITS[u] for n, u in _DURATION.findall(text))
+    try:
+        return prometheus_duration(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a duration such as 30s, 5m or 4h") from None
 
 
 class Fields:
@@ -217,9 +217,9 @@ class Fields:
         if name.endswith("_env"):
             if reference not in self.env:
                 raise self.error(name, f"environment variable {reference} is not set")
-            return Secret(self.env[reference].strip())
+            return Secret(remember(self.env[reference].strip()) or "")
         path = self.base / Path(reference).expanduser()
-        try:
-            return Secret(path.read_text().strip())
-        except OSError as exc:
-            raise self.error(name, f"cannot read {path}: {exc.strerror}") from None
+        try:  # the store's secret reader: an empty file is an error, and the value is masked in logs
+            return Secret(read_file(path, name))
+        except SecretError as exc:
+            raise self.error(name, str(exc).removeprefix(f"{name}: ")) from None

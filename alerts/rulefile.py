@@ -12,9 +12,9 @@ from typing import Any, NoReturn
 
 import yaml
 
-_DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)(ms|s|m|h|d|w))+$")
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)(ms|s|m|h|d|w|y))+$")
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w|y)")
+_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
 
 
 class RuleError(ValueError):
@@ -22,7 +22,8 @@ class RuleError(ValueError):
 
 
 def parse_duration(text: Any) -> float:
-    """Prometheus-style durations (``90s``, ``5m``, ``1h30m``, ``7d``) or ``0``, in seconds."""
+    """Prometheus-style durations (``90s``, ``5m``, ``1h30m``, ``7d``) or ``0``, in seconds: the one
+    duration parser (``alerts.fields.parse_duration`` adds bare seconds for the alerting config)."""
     if text == 0 and not isinstance(text, bool):
         return 0.0
     if not isinstance(text, str) or not _DURATION.match(text.strip()):

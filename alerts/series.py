@@ -10,7 +10,6 @@ data instead of remembered.
 
 from __future__ import annotations
 
-import re
 from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
@@ -20,6 +19,7 @@ from sqlalchemy import text
 from alerts.conditions import STALE_SECONDS, Condition, Context, numeric
 from alerts.rules import IdleAllocated, Rate, Rule, Threshold
 from alerts.templates import duration
+from db.hostlist import expand_hostlist
 from db.models import Job
 
 _CMP = {">": lambda a, b: a > b, ">=": lambda a, b: a >= b, "<": lambda a, b: a < b, "<=": lambda a, b: a <= b}
@@ -253,37 +253,3 @@ def _gpus_per_node(job: dict[str, Any]) -> float | None:
     if job["gpus"] is None:
         return None
     return float(job["gpus"]) / max(1, int(job["nodes"] or 1))
-
-
-_RANGE = re.compile(r"^(\d+)(?:-(\d+))?$")
-
-
-def expand_hostlist(hostlist: str) -> list[str]:
-    """Slurm host lists (``gpu[01-03,07],login1``) and plain comma or space separated names."""
-    parts, depth, cur = [], 0, ""
-    for ch in hostlist.strip():
-        if ch == "[":
-            depth += 1
-        elif ch == "]":
-            depth -= 1
-        if depth == 0 and (ch == "," or ch.isspace()):
-            parts.append(cur)
-            cur = ""
-        else:
-            cur += ch
-    parts.append(cur)
-    out: list[str] = []
-    for part in filter(None, parts):
-        m = re.match(r"^(.*?)\[([^\]]*)\](.*)$", part)
-        if m is None:
-            out.append(part)
-            continue
-        prefix, ranges, suffix = m.groups()
-        for item in ranges.split(","):
-            r = _RANGE.match(item.strip())
-            if r is None:
-                out.append(part)  # not a range we understand: keep it whole
-                break
-            lo, hi = r.group(1), r.group(2) or r.group(1)
-            out.extend(f"{prefix}{n:0{len(lo)}d}{suffix}" for n in range(int(lo), int(hi) + 1))
-    return out

@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import perfdoc
 from perfdoc import ROOT, header, package_version, table, write_section
 
 from planner.cluster import Requests, load_openb_nodes, load_openb_pods
@@ -196,8 +197,7 @@ def write_validation(rows: list[list[object]], spread: dict[tuple[str, str], tup
             "recomputed from scratch for every candidate node and GPU (`tests/planner/test_placement.py`).",
             "",
         ]
-    write_section("fragmentation", lines, doc=ROOT / "docs" / "VALIDATION.md", kind="validation",
-                  title="# Validation")
+    perfdoc.write_validation("fragmentation", lines)
 
 
 def write_performance(seconds: dict[str, float], traces: list[str], seeds: int, ref: dict[str, tuple[float, float]],

@@ -122,6 +122,11 @@ def write_section(name: str, lines: Sequence[str], doc: Path = DOC, kind: str = 
     print(f"wrote section {name!r} of {os.path.relpath(doc, ROOT)}")
 
 
+
+def write_validation(name: str, lines: Sequence[str]) -> None:
+    """Replace the section ``name`` of docs/VALIDATION.md (the planner's results on public traces)."""
+    write_section(name, lines, doc=ROOT / "docs" / "VALIDATION.md", kind="validation", title="# Validation")
+
 def fmt_int(x: float) -> str:
     return f"{x:,.0f}"
 

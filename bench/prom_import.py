@@ -22,14 +22,13 @@ import argparse
 import gc
 import random
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import requests
+from agent_cost import free_port, wait_http
 from perfdoc import fmt_int, fs_type, header, median, package_version, scratch_base, table, write_section
 
 from collectors import dcgm
@@ -87,16 +86,12 @@ def start_prometheus(tsdb: Path, port: int) -> subprocess.Popen[bytes]:
     proc = subprocess.Popen(["prometheus", f"--config.file={config}", f"--storage.tsdb.path={tsdb}",
                              "--storage.tsdb.retention.time=100y", f"--web.listen-address=127.0.0.1:{port}"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/-/ready", timeout=2) as r:
-                if r.status == 200:
-                    return proc
-        except OSError:
-            time.sleep(0.2)
-    proc.terminate()
-    raise SystemExit("Prometheus did not become ready")
+    try:
+        wait_http(f"http://127.0.0.1:{port}/-/ready", proc, timeout=60)
+    except RuntimeError as exc:
+        proc.terminate()
+        raise SystemExit(f"Prometheus did not become ready: {exc}") from None
+    return proc
 
 
 def plain_fetch(url: str, first: int, last: int, step: int, series: int) -> tuple[int, float]:
@@ -153,9 +148,7 @@ def main() -> None:
     subprocess.run(["promtool", "tsdb", "create-blocks-from", "openmetrics", str(work / "history.om"),
                     str(work / "tsdb")], check=True, stdout=subprocess.DEVNULL)
     print(f"backfilled {series:,} series x {points:,} points in {time.perf_counter() - t0:.0f} s")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     prom = start_prometheus(work / "tsdb", port)
     url = f"http://127.0.0.1:{port}"
     first, last = start + args.step, end - args.step  # inside the data, so every query point has a value

@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from the repository root
 
 import pandas as pd  # noqa: E402
-from perfdoc import ROOT, header, package_version, table, write_section  # noqa: E402
+from perfdoc import ROOT, header, package_version, table, write_validation  # noqa: E402
 
 from planner.demand import UsageSeries, capacity_on, read_capacity_file, read_series_file  # noqa: E402
 from planner.forecast import backtest, capacity_answer, capacity_path, fit_forecast  # noqa: E402
@@ -27,7 +27,6 @@ from planner.forecast import backtest, capacity_answer, capacity_path, fit_forec
 DATA = ROOT.parent / "shared" / "data"
 EARTH = DATA / "helios" / "earth"
 PHILLY = DATA / "philly" / "philly_node_sequence.csv.gz"
-DOC = ROOT / "docs" / "VALIDATION.md"
 TARGET = 0.8
 HORIZON_DAYS = 14
 
@@ -109,10 +108,7 @@ def main() -> int:
         *table(["series", "answer"], [(r["name"], r["answer"]) for r in results]),
     ]
     if args.write:
-        if not DOC.exists():
-            DOC.write_text("# Validation\n\nResults of the validation scripts in bench/, each section written by its "
-                           "script with the command that produced it.\n")
-        write_section("forecast", lines, doc=DOC)
+        write_validation("forecast", lines)
     else:
         print("\n".join(lines))
     return 0

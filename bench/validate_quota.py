@@ -15,13 +15,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run as a script from the repository root
 
-from perfdoc import ROOT, header, package_version, table, write_section  # noqa: E402
+from perfdoc import ROOT, header, package_version, table, write_validation  # noqa: E402
 
 from planner.demand import read_series_file  # noqa: E402
 from planner.quota import IDLE_ALLOCATION, STARVED_PENDING_SHARE, rebalance_frames  # noqa: E402
 
 SEQUENCES = ROOT.parent / "shared" / "data" / "helios" / "earth" / "vc_sequences"
-DOC = ROOT / "docs" / "VALIDATION.md"
 
 
 def main() -> int:
@@ -64,10 +63,7 @@ def main() -> int:
         *[f"- still short after the moves: {vc} {n} GPUs" for vc, n in unmet.items() if n > 0],
     ]
     if args.write:
-        if not DOC.exists():
-            DOC.write_text("# Validation\n\nResults of the validation scripts in bench/, each section written by its "
-                           "script with the command that produced it.\n")
-        write_section("quota", lines, doc=DOC)
+        write_validation("quota", lines)
     print("\n".join(lines))
     return 0
 

@@ -22,6 +22,8 @@ from urllib.parse import urlsplit
 
 import tomllib
 
+from db.secrets import SecretError, read_file
+
 VIEWER, OPERATOR = "viewer", "operator"
 SECTION = "gpufleet"
 DEFAULT_OPERATOR_ROLE = "operator"
@@ -202,13 +204,11 @@ def _http_url(flag: str, url: str | None) -> str:
 
 
 def _read_secret(flag: str, path: str | None) -> str:
+    """``db.secrets.read_file``, so the value is also masked in logs; its error as an AccessError."""
     try:
-        value = Path(str(path)).read_text().strip()
-    except OSError as exc:
-        raise AccessError(f"{flag}: cannot read {path}: {exc.strerror}") from None
-    if not value:
-        raise AccessError(f"{flag}: {path} is empty")
-    return value
+        return read_file(str(path), flag)
+    except SecretError as exc:
+        raise AccessError(str(exc)) from None
 
 
 def _cookie_secret(path: str | None) -> str:

@@ -349,26 +349,41 @@ def mfu(results: pd.DataFrame) -> go.Figure:
 
 OUTCOME_COLORS = {"delivered": STATE_COLORS["busy"], "error, retried": STATE_COLORS["throttled"],
                   "error, gave up": STATE_COLORS["unhealthy"]}
+AUDIT_COLORS = {"ok": STATE_COLORS["busy"], "failed": STATE_COLORS["unhealthy"], "denied": STATE_COLORS["throttled"]}
+
+
+def outcome_bars(buckets: pd.DataFrame, window: tuple[object, object], step: int, colors: dict[str, str], count: str,
+                 title: str, empty: str, height: int = 300) -> go.Figure:
+    """Counts per time bucket, stacked by outcome, so bursts of failures stand out; an empty range still
+    draws its axes, with the note ``empty``. ``buckets``: time (bucket start), outcome (a key of ``colors``),
+    and the column ``count``."""
+    fig = go.Figure()
+    for outcome, colour in colors.items():
+        g = buckets[buckets["outcome"] == outcome]
+        if len(g):
+            fig.add_trace(go.Bar(x=g["time"], y=g[count], name=outcome, marker_color=colour,
+                                 offset=0, width=step * 1000,
+                                 hovertemplate=f"{outcome}: %{{y}} {count}<extra></extra>"))
+    if not len(buckets):
+        fig.add_annotation(text=empty, showarrow=False, xref="paper", yref="paper",
+                           x=0.5, y=0.5, font={"size": 14, "color": "#607d8b"})
+        fig.update_yaxes(range=[0, 1])
+    fig.update_layout(title=title, barmode="stack")
+    fig.update_xaxes(title_text=TIME_AXIS, type="date", range=[_time(t) for t in window])
+    fig.update_yaxes(title_text=f"{count} (count per {max(step // 60, 1)} min)", rangemode="tozero")
+    return _layout(fig, height=height)
 
 
 def delivery_attempts(buckets: pd.DataFrame, window: tuple[object, object], step: int) -> go.Figure:
-    """Webhook delivery attempts per time bucket, stacked by outcome; an empty range still draws its
-    axes, with a note. ``buckets``: time (bucket start), outcome (a key of ``OUTCOME_COLORS``), attempts."""
-    fig = go.Figure()
-    for outcome, colour in OUTCOME_COLORS.items():
-        g = buckets[buckets["outcome"] == outcome]
-        if len(g):
-            fig.add_trace(go.Bar(x=g["time"], y=g["attempts"], name=outcome, marker_color=colour,
-                                 offset=0, width=step * 1000,
-                                 hovertemplate=f"{outcome}: %{{y}} attempts<extra></extra>"))
-    if not len(buckets):
-        fig.add_annotation(text="No delivery attempts in this range", showarrow=False, xref="paper", yref="paper",
-                           x=0.5, y=0.5, font={"size": 14, "color": "#607d8b"})
-        fig.update_yaxes(range=[0, 1])
-    fig.update_layout(title="Delivery attempts by outcome", barmode="stack")
-    fig.update_xaxes(title_text=TIME_AXIS, range=[_time(t) for t in window])
-    fig.update_yaxes(title_text=f"attempts (count per {step // 60} min)", rangemode="tozero")
-    return _layout(fig, height=300)
+    """Webhook delivery attempts per time bucket, stacked by outcome (a key of ``OUTCOME_COLORS``)."""
+    return outcome_bars(buckets, window, step, OUTCOME_COLORS, "attempts", "Delivery attempts by outcome",
+                        "No delivery attempts in this range")
+
+
+def audit_activity(buckets: pd.DataFrame, window: tuple[object, object], step: int) -> go.Figure:
+    """Audit entries per time bucket, stacked by outcome (a key of ``AUDIT_COLORS``)."""
+    return outcome_bars(buckets, window, step, AUDIT_COLORS, "entries",
+                        "Actions and configuration changes by outcome", "Nothing recorded in this range", height=260)
 
 
 # -- planner ------------------------------------------------------------------------------------

@@ -66,10 +66,8 @@ class StoreStatus:
 def store_status(url: str) -> StoreStatus:
     """Whether the store has data, without creating a SQLite file that is not there."""
     try:
-        parsed = parse_url(url)
-        if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:":
-            if not Path(parsed.database).expanduser().exists():
-                return StoreStatus(False, 0, None)
+        if store_file_missing(url):
+            return StoreStatus(False, 0, None)
         eng = engine(url)
         if "nodes" not in inspect(eng).get_table_names():
             return StoreStatus(False, 0, f"{redact(url)} has no gpufleet schema yet "
@@ -79,6 +77,18 @@ def store_status(url: str) -> StoreStatus:
     except Exception as exc:  # shown to the user as one line instead of a traceback
         first = (str(exc).splitlines() or [""])[0]
         return StoreStatus(False, 0, f"cannot read {redact(url)}: {type(exc).__name__}: {first}")
+
+
+def store_file_missing(url: str) -> bool:
+    """Whether ``url`` names a SQLite file that does not exist (opening it would create it)."""
+    parsed = parse_url(url)
+    return bool(parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:"
+                and not Path(parsed.database).expanduser().exists())
+
+
+def has_tables(url: str, tables: tuple[str, ...]) -> bool:
+    """Whether the store has all of ``tables`` (the schema revision that adds them has run); not cached."""
+    return set(tables) <= set(inspect(engine(url)).get_table_names())
 
 
 @st.cache_data(ttl=RANGE_TTL, show_spinner=False)
@@ -234,7 +244,7 @@ ALERTING_TABLES = ("alerts", "silences", "notifications", "delivery_attempts", "
 @st.cache_data(ttl=RANGE_TTL, show_spinner=False)
 def alerting_ready(url: str) -> bool:
     """Whether the store has the controller's tables (schema 0003 or later)."""
-    return set(ALERTING_TABLES) <= set(inspect(engine(url)).get_table_names())
+    return has_tables(url, ALERTING_TABLES)
 
 
 @st.cache_data(ttl=LIVE_TTL, show_spinner=False)

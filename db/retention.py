@@ -18,14 +18,14 @@ from collections.abc import Mapping
 from sqlalchemy import Connection, Engine, Table, delete, text
 
 from db.models import HEARTBEATS, SAMPLE_TABLES, Base
-from db.rollups import LATE_SECONDS, ROLLED_UP_FROM, watermark
+from db.rollups import LATE_SECONDS, ROLLED_UP_FROM, STEPS, watermark
 
 DAY = 86400.0
 RAW_DAYS = 14.0
 ROLLUP_DAYS = 365.0
 SAMPLE_NAMES = tuple(t.name for t in SAMPLE_TABLES.values())  # BRIN-indexed on PostgreSQL
 RAW_TABLES = (*SAMPLE_NAMES, HEARTBEATS.name, "ingested_batches")
-ROLLUP_TABLES = ("gpu_rollups_1m", "gpu_rollups_1h", "node_rollups_1m", "node_rollups_1h")
+ROLLUP_TABLES = tuple(step.target for step in STEPS)
 # Kept for ever unless a retention is given for them.
 OPTIONAL_TABLES = ("events",)
 BRIN_PAGES_PER_RANGE = 128  # PostgreSQL's default, which the migration keeps

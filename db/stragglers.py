@@ -33,8 +33,7 @@ Z_SCALE = 0.6745  # MAD x 1.4826 estimates the standard deviation of a normal sa
 MEAN_AD_SCALE = 1.253314  # when MAD = 0: z = (x - median) / (1.253314 x mean absolute deviation)
 NOISE_FLOOR = 0.02  # an outlier by z alone must still be this much slower to count
 MIN_PEERS = 3
-# The fingerprint keys whose difference makes two runs incomparable; the same list as
-# ``agent.workloads.fingerprint.MATTERS`` (db may not import agent; a test keeps them equal).
+# The fingerprint keys (``agent.workloads.fingerprint``) whose difference makes two runs incomparable.
 FINGERPRINT_KEYS = ("device_model", "dtype", "torch", "driver")
 SEVERITIES = (None, "warn", "fail")  # in increasing order
 
@@ -47,10 +46,13 @@ class Verdict:
     fleet_median: float | None  # median of the comparable results; None: there are none
     peers: int  # comparable results the median is over (the judged one included)
     ratio: float | None  # value / fleet_median
-    straggler: bool  # severity == "fail"
     severity: str | None = None  # "warn", "fail", or None (fine, or no verdict)
     speed: float | None = None  # share of the fleet's pace: ratio, or 1 / ratio when lower is better
     z: float | None = None  # modified z-score, positive on the slow side
+
+    @property
+    def straggler(self) -> bool:
+        return self.severity == "fail"
 
 
 def direction(metric: str, unit: str | None) -> int | None:
@@ -124,11 +126,11 @@ def grade(value: float | None, values: Sequence[float], better: int | None, *, f
     """``value`` judged against ``values`` (the comparable results, normally including it).
     ``group``: the values' median and ``spread``, when the caller grades many members of one group."""
     if not values:
-        return Verdict(None, 0, None, False)
+        return Verdict(None, 0, None)
     median = statistics.median(values) if group is None else group[0]
     ratio = value / median if value is not None and median else None
     if value is None or ratio is None or better is None or len(values) < min_peers:
-        return Verdict(median, len(values), ratio, False)
+        return Verdict(median, len(values), ratio)
     speed = ratio if better > 0 else (1 / ratio if ratio > 0 else math.inf)
     z = -better * robust_z(value, values, median, None if group is None else group[1])
     severity = None
@@ -136,7 +138,7 @@ def grade(value: float | None, values: Sequence[float], better: int | None, *, f
         severity = "fail"
     elif speed <= warn_ratio or (z > Z_LIMIT and speed <= 1 - NOISE_FLOOR):
         severity = "warn"
-    return Verdict(median, len(values), ratio, severity == "fail", severity, speed, z)
+    return Verdict(median, len(values), ratio, severity, speed, z)
 
 
 def worst(*severities: str | None) -> str | None:
@@ -179,5 +181,5 @@ def judge(rows: Sequence[Mapping[str, Any]], ratio: float = STRAGGLER_RATIO,
     for r, key, value, ok in zip(rows, keys, values, oks, strict=True):
         verdict = grade(value, groups.get(key, []), direction(r["metric"], r["unit"]), fail_ratio=ratio,
                         warn_ratio=max(ratio, WARN_RATIO), min_peers=min_peers, group=stats.get(key))
-        out.append(verdict if ok else Verdict(verdict.fleet_median, verdict.peers, verdict.ratio, False))
+        out.append(verdict if ok else Verdict(verdict.fleet_median, verdict.peers, verdict.ratio))
     return out

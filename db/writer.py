@@ -104,6 +104,32 @@ def _chunks(items: list[Any], size: int = 500) -> Iterable[list[Any]]:
     return (items[i:i + size] for i in range(0, len(items), size))
 
 
+def ensure_node(conn: Connection, name: str, ts: float, info: dict[str, Any], *, known: int | None = None) -> int:
+    """The id of the node called ``name`` (nodes are keyed by name), inserted at ``ts`` if new, its
+    ``info`` columns brought up to date otherwise. ``known``: its id, when the caller has it cached."""
+    node_id = known if known is not None else conn.execute(select(Node.id).where(Node.name == name)).scalar()
+    if node_id is None:
+        return int(conn.execute(insert(Node).returning(Node.id),
+                                {"name": name, "first_seen": ts, "last_seen": ts, **info}).scalar_one())
+    if info:
+        conn.execute(update(Node).where(Node.id == node_id).values(**info))
+    return int(node_id)
+
+
+def ensure_gpu(conn: Connection, node_id: int, uuid: str, ts: float, info: dict[str, Any], *,
+               known: int | None = None) -> int:
+    """The id of the GPU with this UUID (GPUs are keyed by UUID), inserted on ``node_id`` at ``ts`` if
+    new; otherwise, when there is ``info``, moved to ``node_id`` with its ``info`` columns updated."""
+    gpu_id = known if known is not None else conn.execute(select(Gpu.id).where(Gpu.uuid == uuid)).scalar()
+    if gpu_id is None:
+        return int(conn.execute(insert(Gpu).returning(Gpu.id),
+                                {"node_id": node_id, "uuid": uuid, "first_seen": ts, "last_seen": ts, **info}
+                                ).scalar_one())
+    if info:
+        conn.execute(update(Gpu).where(Gpu.id == gpu_id).values(node_id=node_id, **info))
+    return int(gpu_id)
+
+
 class Writer:
     """Writes batches to one store. Keeps small caches of node and GPU ids (forgotten when a
     transaction fails, since they may then name rows that were rolled back)."""
@@ -242,30 +268,13 @@ class Writer:
         if node_id is not None and self._node_seen.get(name) == batch.node:
             return node_id  # the steady state: known, and described as last time
         info = {k: batch.node.get(k) for k in _NODE_FIELDS if batch.node.get(k) is not None}
-        if node_id is None:
-            node_id = conn.execute(select(Node.id).where(Node.name == name)).scalar()
-        if node_id is None:
-            node_id = conn.execute(
-                insert(Node).returning(Node.id),
-                {"name": name, "first_seen": batch.ts, "last_seen": batch.ts, **info},
-            ).scalar_one()
-        elif info:
-            conn.execute(update(Node).where(Node.id == node_id).values(**info))
+        node_id = ensure_node(conn, name, batch.ts, info, known=node_id)
         self._node_seen[name] = copy.deepcopy(batch.node)
         self._node_ids[name] = node_id
         return node_id
 
     def _gpu(self, conn: Connection, node_id: int, uuid: str, ts: float, info: dict[str, Any]) -> int:
-        gpu_id = self._gpu_ids.get(uuid)
-        if gpu_id is None:
-            gpu_id = conn.execute(select(Gpu.id).where(Gpu.uuid == uuid)).scalar()
-        if gpu_id is None:
-            gpu_id = conn.execute(
-                insert(Gpu).returning(Gpu.id),
-                {"node_id": node_id, "uuid": uuid, "first_seen": ts, "last_seen": ts, **info},
-            ).scalar_one()
-        elif info:
-            conn.execute(update(Gpu).where(Gpu.id == gpu_id).values(node_id=node_id, **info))
+        gpu_id = ensure_gpu(conn, node_id, uuid, ts, info, known=self._gpu_ids.get(uuid))
         self._gpu_ids[uuid] = gpu_id
         return gpu_id
 
@@ -298,7 +307,7 @@ class Writer:
                 infos.append(r)
         if infos:
             newest = max((s.ts for g in samples.values() for s in g), default=0.0)
-            self._gpu_infos(conn, node_id, infos, max([max(b.ts) for b in blocks if b.ts], default=newest))
+            self._gpu_infos(conn, node_id, infos, max([newest, *(max(b.ts) for b in blocks if b.ts)]))
         counts: dict[str, int] = {}
         for kind, group in samples.items():
             if kind not in SAMPLE_TABLES:

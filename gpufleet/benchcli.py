@@ -81,15 +81,10 @@ def run_suite(args: argparse.Namespace) -> int:
 
 
 def refresh_stragglers(engine: Any) -> None:
-    """Let the straggler detector see the new results, when this gpufleet has one."""
-    import importlib
-    import importlib.util
+    """Let the straggler detector see the new results (and raise ``bench_slow`` events)."""
+    from planner.stragglers import refresh
 
-    if importlib.util.find_spec("planner.stragglers") is None:
-        return
-    stragglers = importlib.import_module("planner.stragglers")
-    if hasattr(stragglers, "refresh"):
-        stragglers.refresh(engine)
+    refresh(engine)
 
 
 # -- output -----------------------------------------------------------------------------------

@@ -45,13 +45,20 @@ def measure_once(device: str = "cpu", threads: int = 1) -> list[Measured]:
     MFU is taken against (``peaks.remember``)."""
     import torch
 
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return _measure(device)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _measure(device: str) -> list[Measured]:
     from agent.workloads import get, peaks
     from agent.workloads.base import RunContext
     from agent.workloads.fingerprint import fingerprint
 
     out = []
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory(prefix="gpufleet-demo-bench-") as scratch:
         ctx = RunContext(device=device, suite="quick", scratch_dir=Path(scratch), budget_s=0.25)
         for name in ("gemm", "train"):
@@ -67,7 +74,6 @@ def measure_once(device: str = "cpu", threads: int = 1) -> list[Measured]:
                 peaks.remember(device, "fp32", tflops.value * 1e12, "the demo's gemm run")
             env = {**fingerprint(device, dtype="fp32"), "notes": list(result.notes)}
             out.append(Measured(name, dict(params), [m.row() for m in result.metrics], env, took))
-    torch.set_num_threads(before)
     return out
 
 
@@ -97,12 +103,14 @@ def write_history(conn: Connection, measured: Sequence[Measured], *, node: str, 
     synchronous data-parallel step runs)."""
     for night in nights:
         ts = start + night
-        factors = {index: speed(index, night) * noise(node, index, int(ts)) for index in sorted(gpus)
-                   if speed(index, night) > 0}
+        speeds = {index: speed(index, night) for index in sorted(gpus)}
+        factors = {index: s * noise(node, index, int(ts)) for index, s in speeds.items() if s > 0}
+        if not factors:  # every GPU lost: nothing ran that night
+            continue
         for m in measured:
             per_gpu = m.workload != "train"
             targets = [(gpus[i], f) for i, f in factors.items()] if per_gpu else [(None, min(factors.values()))]
-            for gpu_id, factor in targets if factors else ():
+            for gpu_id, factor in targets:
                 env = {**m.environment, "simulated": True, "simulated_speed_factor": round(factor, 4),
                        "measured_on": m.environment.get("device_model"), "device_model": gpu_model,
                        "gpu_model": gpu_model, "driver": driver}

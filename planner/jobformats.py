@@ -135,6 +135,15 @@ def _job(source: str, cluster: str, external_id: str, state: str, **fields: Any)
     return row
 
 
+def _id_and_times(r: dict[str, str], origin: float) -> tuple[str, float | None, float | None]:
+    """``job_id``, ``start_time`` and ``end_time`` of a Helios or plain CSV row (the same column names)."""
+    job_id = r["job_id"].strip()
+    if not job_id:
+        raise RowError("job_id is empty")
+    start = parse_time(r.get("start_time"), "start_time", origin)
+    return job_id, start, parse_time(r.get("end_time"), "end_time", origin)
+
+
 def _table(lines: Iterable[str], required: Iterable[str], row_fn: Callable[[dict[str, str]], dict[str, Any] | None],
            *, delimiter: str = ",") -> ParseResult:
     """Run ``row_fn`` over each data row of a headed table, collecting bad lines with their numbers.
@@ -274,11 +283,7 @@ def parse_helios(lines: Iterable[str], *, cluster: str = "", origin: float = 0.0
     ``type`` column). The VC is stored as the partition; times without a zone are read as UTC."""
 
     def row(r: dict[str, str]) -> dict[str, Any]:
-        job_id = r["job_id"].strip()
-        if not job_id:
-            raise RowError("job_id is empty")
-        start = parse_time(r.get("start_time"), "start_time", origin)
-        end = parse_time(r.get("end_time"), "end_time", origin)
+        job_id, start, end = _id_and_times(r, origin)
         duration = parse_number(r.get("duration"), "duration")
         if end is None and start is not None and duration is not None:
             end = start + duration
@@ -348,11 +353,7 @@ def parse_plain_csv(lines: Iterable[str], *, cluster: str = "", origin: float = 
     COMPLETED when the job has ended, else RUNNING or PENDING); ``category`` overrides the state's."""
 
     def row(r: dict[str, str]) -> dict[str, Any]:
-        job_id = r["job_id"].strip()
-        if not job_id:
-            raise RowError("job_id is empty")
-        start = parse_time(r.get("start_time"), "start_time", origin)
-        end = parse_time(r.get("end_time"), "end_time", origin)
+        job_id, start, end = _id_and_times(r, origin)
         if _text(r.get("state")):
             state = parse_state(r["state"])
         else:

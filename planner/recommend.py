@@ -40,6 +40,7 @@ import pandas as pd
 from sqlalchemy import Engine, delete, insert, select
 
 from db.alertviews import health_states
+from db.hostlist import expand_hostlist
 from db.models import Event, Node, RecommendationAck
 from db.readmodels import Scope, gpu_state_hours, inventory, latest_gpu_samples
 from db.rollups import IDLE_UTILIZATION
@@ -227,24 +228,6 @@ def idle_rule(hours: Sequence[Mapping[str, Any]], names: Mapping[int, tuple[str,
 
 
 # -- jobs -------------------------------------------------------------------------------------------
-
-
-def expand_hostlist(text: str | None) -> list[str]:
-    """Host names of a Slurm hostlist (``gpu-a[01-03,07],cpu1``); empty for ``None assigned``."""
-    if not text or text.strip().lower().startswith("none"):
-        return []
-    hosts = []
-    for m in re.finditer(r"([^,\[]+)(?:\[([^\]]*)\])?", text.strip()):
-        prefix, ranges = m.group(1).strip(), m.group(2)
-        if ranges is None:
-            hosts.append(prefix)
-            continue
-        for part in ranges.split(","):
-            lo, _, hi = part.partition("-")
-            if not lo.isdigit() or (hi and not hi.isdigit()):
-                return []
-            hosts += [f"{prefix}{k:0{len(lo)}d}" for k in range(int(lo), int(hi or lo) + 1)]
-    return hosts
 
 
 def job_name(job: Mapping[str, Any]) -> str:

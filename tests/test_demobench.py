@@ -81,3 +81,22 @@ def test_demo_history_flags_the_slow_gpu(engine: Engine, measured: list[Measured
     assert all(env["simulated"] is True and env["device_model"] == "NVIDIA H100 80GB HBM3" for env, _ in envs)
     gemm_tflops = next(r["value"] for r in measured[0].metrics if r["metric"] == "tflops")
     assert slow and all(v == pytest.approx(0.85 * gemm_tflops, rel=0.03) for v in slow)
+
+
+def test_a_night_with_every_gpu_lost_runs_nothing(engine: Engine) -> None:
+    """A node whose GPUs are all lost that night stores no runs for it (and does not fail: the train
+    run takes the slowest GPU's pace, and there is none)."""
+    from gpufleet.demobench import write_history
+
+    runs = [Measured("gemm", {"n": 64}, [{"metric": "tflops", "unit": "TFLOP/s", "value": 1.0}], {}, 0.1),
+            Measured("train", {"steps": 2}, [{"metric": "tokens_per_s", "unit": "tokens/s", "value": 10.0}], {}, 0.1)]
+    with engine.begin() as conn:
+        node_id = conn.execute(insert(Node).returning(Node.id), {"name": "n1", "first_seen": 0.0,
+                                                                  "last_seen": 0.0}).scalar_one()
+        gpu_id = conn.execute(insert(Gpu).returning(Gpu.id), {"node_id": node_id, "uuid": "GPU-1", "index": 0,
+                                                               "first_seen": 0.0, "last_seen": 0.0}).scalar_one()
+        write_history(conn, runs, node="n1", node_id=node_id, gpus={0: gpu_id}, nights=[0.0, 86400.0],
+                      speed=lambda index, night: 0.0 if night == 0.0 else 1.0, gpu_model="H100", driver=None,
+                      start=1_800_000_000.0)
+        started = sorted(r.started_at for r in conn.execute(select(BenchRun.started_at)))
+    assert len(started) == 2 and min(started) >= 1_800_000_000.0 + 86400.0  # only the second night ran

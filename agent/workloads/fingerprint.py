@@ -1,8 +1,8 @@
 """The environment a benchmark ran in, stored with every run (``bench_runs.environment``).
 
 Two results are comparable only when what shapes them is the same: the device model, the data
-type, the torch build and the driver. :func:`differences` names what changed between two runs, so
-a slower result can say "torch 2.3 -> 2.4" instead of looking like a sick GPU. The keys
+type, the torch build and the driver (``db.stragglers.FINGERPRINT_KEYS``, which the straggler rule
+applies), so a slower run after an upgrade does not look like a sick GPU. The keys
 ``gpu_model``, ``driver``, ``cuda`` and ``torch`` are the ones the dashboard and the ``bench_slow``
 alert already read.
 """
@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 # Keys whose change makes two results incomparable (``device_model`` covers CPU runs too).
-MATTERS = ("device_model", "dtype", "torch", "driver")
 # The CPU flags that decide which kernels a CPU can run (the full list is ~150 words of noise).
 _CPU_FLAG_PREFIXES = ("avx", "amx", "fma", "f16c", "sse4", "asimd", "sve", "bf16", "i8mm")
 
@@ -124,14 +123,3 @@ def fingerprint(device: str, *, dtype: str | None = None, nvml: Any = None,
         env["device_model"] = env.get("gpu_model")
     env.setdefault("driver", None)
     return env
-
-
-def differences(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
-    """What differs between two fingerprints in a way that makes their results incomparable, as
-    ``"torch 2.3.1 -> 2.4.0"`` lines (empty when they are comparable). A key missing from one of
-    them is not a difference: an older run may simply not have recorded it."""
-    out = []
-    for key in MATTERS:
-        if key in a and key in b and a[key] != b[key]:
-            out.append(f"{key} {a[key]} -> {b[key]}")
-    return out

@@ -21,7 +21,11 @@ from agent.workloads.base import Metric, Stats
 
 def percentile(values: Sequence[float], q: float) -> float:
     """Linear-interpolated percentile (numpy's default method), ``q`` in 0..100."""
-    xs = sorted(values)
+    return _at(sorted(values), q)
+
+
+def _at(xs: Sequence[float], q: float) -> float:
+    """``percentile`` of already sorted ``xs`` (callers needing several sort once)."""
     if not xs:
         raise ValueError("no samples")
     pos = (len(xs) - 1) * q / 100.0
@@ -31,11 +35,19 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 def summarize(samples: Sequence[float]) -> Stats:
     xs = list(samples)
+    ordered = sorted(xs)
     mean = statistics.fmean(xs)
-    median = statistics.median(xs)
     sd = statistics.pstdev(xs) if len(xs) > 1 else 0.0
-    return Stats(samples=xs, median=median, p90=percentile(xs, 90), p99=percentile(xs, 99),
-                 iqr=percentile(xs, 75) - percentile(xs, 25), cv=sd / mean if mean else 0.0, mean=mean)
+    return Stats(samples=xs, median=_at(ordered, 50), p90=_at(ordered, 90), p99=_at(ordered, 99),
+                 iqr=_at(ordered, 75) - _at(ordered, 25), cv=sd / mean if mean else 0.0, mean=mean)
+
+
+def _settled(samples: Sequence[float], target_rel_iqr: float) -> bool:
+    """Whether IQR / median is within ``target_rel_iqr``: the stop test ``measure`` makes after every
+    sample, so it sorts once and skips the rest of ``summarize``."""
+    ordered = sorted(samples)
+    median = _at(ordered, 50)
+    return median > 0 and (_at(ordered, 75) - _at(ordered, 25)) / median <= target_rel_iqr
 
 
 def _cuda_timer(device: str) -> Callable[[Callable[[], object]], float] | None:
@@ -90,8 +102,7 @@ def measure(fn: Callable[[], object], *, device: str = "cpu", warmup: int = 3, m
                 body()
                 samples.append((time.perf_counter() - t0) / inner)
             if len(samples) >= min_iters:
-                s = summarize(samples)
-                if s.median > 0 and s.iqr / s.median <= target_rel_iqr and len(samples) >= 2 * min_iters:
+                if len(samples) >= 2 * min_iters and _settled(samples, target_rel_iqr):
                     break
                 if time.perf_counter() >= deadline:
                     break

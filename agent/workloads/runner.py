@@ -24,6 +24,7 @@ from agent import workloads as registry
 from agent.workloads.base import SUITES, RunContext, Workload, WorkloadResult
 from agent.workloads.fingerprint import fingerprint, gpu_identity
 from agent.workloads.telemetry import CpuSource, Sampler, summary, throttle_notes
+from db.writer import ensure_gpu, ensure_node
 
 log = logging.getLogger(__name__)
 
@@ -203,11 +204,13 @@ class Runner:
         name = self.node_name or os.environ.get("GPUFLEET_NODE_NAME") or socket.gethostname()
         gpus = self._visible_gpus(device)
         with self.engine.begin() as conn:
-            node_id = _ensure_node(conn, name, now, hostname=base.get("host"), driver_version=base.get("driver"),
-                                  cpu_count=base.get("cpu_count"))
+            info = {"hostname": base.get("host"), "driver_version": base.get("driver"),
+                    "cpu_count": base.get("cpu_count")}
+            node_id = ensure_node(conn, name, now, {k: v for k, v in info.items() if v is not None})
             for torch_index, ident in gpus.items():
-                self._gpu_ids[torch_index] = _ensure_gpu(conn, node_id, ident["gpu_uuid"], now,
-                                                        index=ident["gpu_index"], model=ident.get("gpu_model"))
+                gpu_info = {"index": ident["gpu_index"], "model": ident.get("gpu_model")}
+                self._gpu_ids[torch_index] = ensure_gpu(conn, node_id, ident["gpu_uuid"], now,
+                                                        {k: v for k, v in gpu_info.items() if v is not None})
         return node_id
 
     def _visible_gpus(self, device: str) -> dict[int, dict[str, Any]]:
@@ -241,28 +244,3 @@ class Runner:
                             results=rows)
 
 
-def _ensure_node(conn: Any, name: str, now: float, **info: Any) -> int:
-    """The node called ``name`` (the writer's key), inserted with ``info`` if new."""
-    from sqlalchemy import insert, select
-
-    from db.models import Node
-
-    node_id = conn.execute(select(Node.id).where(Node.name == name)).scalar()
-    if node_id is None:
-        values = {k: v for k, v in info.items() if v is not None}
-        node_id = conn.execute(insert(Node).returning(Node.id),
-                               {"name": name, "first_seen": now, "last_seen": now, **values}).scalar_one()
-    return int(node_id)
-
-
-def _ensure_gpu(conn: Any, node_id: int, uuid: str, now: float, **info: Any) -> int:
-    """The GPU with this UUID (the writer's key), inserted with ``info`` if new."""
-    from sqlalchemy import insert, select
-
-    from db.models import Gpu
-
-    gpu_id = conn.execute(select(Gpu.id).where(Gpu.uuid == uuid)).scalar()
-    if gpu_id is None:
-        gpu_id = conn.execute(insert(Gpu).returning(Gpu.id), {"node_id": node_id, "uuid": uuid, "first_seen": now,
-                                                              "last_seen": now, **info}).scalar_one()
-    return int(gpu_id)

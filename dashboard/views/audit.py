@@ -4,16 +4,12 @@ ended), newest first, filterable. Read-only: the log is insert-only, and nothing
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
-from sqlalchemy import inspect
 
 from dashboard import analysis, charts, data, filters, ui
 from db import audit
-from db.engine import parse_url
 from db.readmodels import RAW, bucket_for
 
 CAPTION = (
@@ -22,7 +18,6 @@ CAPTION = (
     "alerting configuration and the dashboard's sign-in settings, recorded when they change, by their SHA-256; "
     "never a secret). The log is insert-only: nothing, here or in the store, edits or deletes an entry."
 )
-OUTCOME_COLORS = {audit.OK: "#2e7d32", audit.FAILED: "#c62828", audit.DENIED: "#ef6c00"}
 OUTCOME_STYLES = {audit.FAILED: "background-color: #ffcdd2; color: #b71c1c",
                   audit.DENIED: "background-color: #ffe0b2; color: #e65100"}
 
@@ -46,25 +41,6 @@ def activity(entries: Sequence[audit.Entry], start: float, end: float) -> tuple[
     df = pd.DataFrame({"bucket": [(e.ts // step) * step for e in entries], "outcome": [e.outcome for e in entries]})
     out = df.groupby(["bucket", "outcome"]).size().rename("entries").reset_index()
     return out.assign(time=analysis.to_time(out["bucket"]))[["time", "outcome", "entries"]], step
-
-
-def activity_chart(buckets: pd.DataFrame, start: float, end: float, step: int) -> go.Figure:
-    """Audit entries per bucket, stacked by outcome: bursts of failed or denied actions stand out."""
-    fig = go.Figure()
-    for outcome, colour in OUTCOME_COLORS.items():
-        g = buckets[buckets["outcome"] == outcome]
-        if len(g):
-            fig.add_trace(go.Bar(x=g["time"], y=g["entries"], name=outcome, marker_color=colour, offset=0,
-                                 width=step * 1000, hovertemplate=f"{outcome}: %{{y}}<extra></extra>"))
-    if not len(buckets):
-        fig.add_annotation(text="Nothing recorded in this range", showarrow=False, xref="paper", yref="paper",
-                           x=0.5, y=0.5, font={"size": 14, "color": "#607d8b"})
-        fig.update_yaxes(range=[0, 1])
-    fig.update_layout(title="Actions and configuration changes by outcome", barmode="stack", height=260,
-                      margin={"l": 10, "r": 10, "t": 40, "b": 10})
-    fig.update_xaxes(title_text=charts.TIME_AXIS, type="date", range=list(analysis.to_time(pd.Series([start, end]))))
-    fig.update_yaxes(title_text=f"entries (per {max(step // 60, 1)} min)", rangemode="tozero")
-    return fig
 
 
 def main() -> None:
@@ -93,7 +69,7 @@ def main() -> None:
     more = " (the newest shown; narrow the filters)" if len(entries) == audit.DEFAULT_LIMIT else ""
     st.caption(f"{len(entries)} entries{more}, {f.describe()}: {ui.when(start)} to {ui.when(end)}, newest first.")
     buckets, step = activity(entries, start, end)
-    st.plotly_chart(activity_chart(buckets, start, end, step), key="audit_activity")
+    st.plotly_chart(charts.audit_activity(buckets, (start, end), step), key="audit_activity")
     if not entries:
         ui.nothing("No action or configuration change matches in this range.")
         return
@@ -104,11 +80,7 @@ def main() -> None:
 
 def _has_log(url: str) -> bool:
     """Whether the store has the audit table, without creating a SQLite file that is not there."""
-    parsed = parse_url(url)
-    if parsed.get_backend_name() == "sqlite" and parsed.database and parsed.database != ":memory:" \
-            and not Path(parsed.database).expanduser().exists():
-        return False
-    return "audit_log" in inspect(data.engine(url)).get_table_names()
+    return not data.store_file_missing(url) and data.has_tables(url, ("audit_log",))
 
 
 main()

@@ -137,6 +137,20 @@ def test_mistakes_are_one_line_with_file_line_and_field(tmp_path: Path, text: st
     assert error_of(tmp_path, text).startswith(expected)
 
 
+def test_secret_files_go_through_the_store_secret_reader(tmp_path: Path) -> None:
+    """An empty secret file is an error (not an empty HMAC key), and a file's secret is masked in logs."""
+    from db.secrets import mask
+
+    (tmp_path / "empty").write_text("\n")
+    text = GOOD + "    secret_file: empty\n"
+    with pytest.raises(ConfigError, match=r"receivers\[0\]\.secret_file: .*empty is empty"):
+        parse_config(text, "alerting.yaml", base_dir=tmp_path)
+    (tmp_path / "key").write_text("hmac-key-7f3a9c2e11\n")
+    cfg = parse_config(GOOD + "    secret_file: key\n", "alerting.yaml", base_dir=tmp_path)
+    assert cfg.receivers["ops"].secret is not None
+    assert "hmac-key-7f3a9c2e11" not in mask("signed with hmac-key-7f3a9c2e11")
+
+
 def test_secrets_from_file_env_and_inline_never_show(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     (tmp_path / "pw").write_text("file-password-123\n")
     text = """\

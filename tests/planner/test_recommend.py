@@ -15,13 +15,13 @@ from collectors.records import Event, GpuInfo, Sample
 from db.audit import read
 from db.benchstore import save_run
 from db.engine import make_engine, upgrade
+from db.hostlist import expand_hostlist
 from db.models import Gpu, HealthState, Node
 from db.writer import Batch, Writer
 from gpufleet.cli import main
 from planner.jobs import store_jobs
 from planner.recommend import (
     acknowledge,
-    expand_hostlist,
     rec_id,
     recommend,
     vc_capacities,

@@ -9,11 +9,10 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, insert, select
 
-from agent.workloads.fingerprint import MATTERS
 from db.benchstore import save_run
 from db.engine import make_engine, upgrade
 from db.models import Event, Gpu, Node
-from db.stragglers import FINGERPRINT_KEYS, grade, judge, robust_z
+from db.stragglers import grade, judge, robust_z
 from planner.stragglers import evaluate, refresh
 
 T0 = 1_764_000_000.0
@@ -83,10 +82,6 @@ def test_results_whose_fingerprints_differ_are_not_compared(key: str, other: str
     assert severities(pooled)[-1] == "fail"
     # Different parameters are different benchmarks.
     assert severities([row(100.0) for _ in range(4)] + [{**row(80.0), "config": {**CONFIG, "m": 4096}}]) == [None] * 5
-
-
-def test_fingerprint_keys_are_the_agents() -> None:
-    assert FINGERPRINT_KEYS == MATTERS
 
 
 # -- history, streaks and events -------------------------------------------------------------------

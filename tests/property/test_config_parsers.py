@@ -92,8 +92,8 @@ def test_agent_config(text: str) -> None:
 def test_agent_environment(env: dict[str, str]) -> None:
     try:
         assert isinstance(load_config(env=env), AgentConfig)
-    except ConfigError:
-        pass
+    except ConfigError as exc:
+        assert str(exc) and "\n" not in str(exc), str(exc)
 
 
 @FAST
@@ -108,11 +108,11 @@ def test_alerting_config(text: str) -> None:
 
 
 @pytest.mark.parametrize("cut", [0.25, 0.5, 0.75])
-def test_rule_file_cut_at_quarters(cut: int) -> None:
+def test_rule_file_cut_at_quarters(cut: float) -> None:
     try:
         parse_rules(RULES_YAML[: int(len(RULES_YAML) * cut)], "rules.yaml")
-    except RuleError:
-        pass
+    except RuleError as exc:
+        assert str(exc).startswith("rules.yaml") and "\n" not in str(exc).strip(), str(exc)
 
 
 @FAST
