@@ -25,11 +25,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Engine, Text, cast, delete, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from alerts.conditions import Context, latest_samples, seen_ok_after
 from alerts.event_rules import possibly_matching_xids, xid_info
 from collectors.xid import classify
+from db.engine import upsert
 from db.models import Alert, Event, Gpu, HealthState, Node
 
 STATES = ("healthy", "degraded", "unknown", "unhealthy")  # from best to worst
@@ -184,9 +184,8 @@ def update_health(engine: Engine, now: float | None = None) -> dict[str, int]:
                     continue  # unchanged: only updated_at moves, for every row at once below
                 rows.append(row)
         conn.execute(update(HealthState).values(updated_at=now))
-        insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
         for start in range(0, len(rows), 500):
-            stmt = insert(HealthState)
+            stmt = upsert(conn, HealthState)
             conn.execute(stmt.on_conflict_do_update(
                 index_elements=["entity", "entity_id"],
                 set_={c: stmt.excluded[c] for c in ("node_id", "state", "reasons", "recommended_action", "since",

@@ -23,16 +23,16 @@ import json
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from functools import cached_property
+from functools import cached_property, partial
 from typing import Any
 
 from sqlalchemy import Engine, Text, and_, cast, delete, func, or_, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from alerts import payload
 from alerts.config import AlertingConfig, InhibitRule, Receiver, Route
 from alerts.silences import SilenceInfo, active_silences
+from db.engine import upsert
 from db.models import Alert, Notification, NotificationGroup, Silence
 
 KEY_LIMIT = 512  # notification_groups.group_key and notifications.group_key
@@ -254,7 +254,7 @@ def route_pass(engine: Engine, config: AlertingConfig, now: float | None = None)
         ng = NotificationGroup
         stored = {row.group_key: row for row in session.execute(select(
             ng.group_key, ng.first_seen, ng.last_notified, ng.last_firing, ng.last_resolved))}
-        insert = postgresql.insert if engine.dialect.name == "postgresql" else sqlite.insert
+        insert = partial(upsert, engine)
         created: list[int] = []
         for key in sorted(set(stored) | set(groups)):
             if key not in groups:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
@@ -176,3 +177,10 @@ def ensure_schema(engine: Engine, *, migrate: bool = True) -> None:
 
 def table_names(engine: Engine) -> list[str]:
     return sorted(inspect(engine).get_table_names())
+
+
+def upsert(bind: Any, table: Any) -> Any:
+    """An INSERT with ``on_conflict_do_nothing`` / ``on_conflict_do_update`` for ``bind``'s dialect
+    (PostgreSQL or SQLite; ``bind`` is an engine, a connection, or the dialect's name)."""
+    name = bind if isinstance(bind, str) else bind.dialect.name
+    return (postgresql.insert if name == "postgresql" else sqlite.insert)(table)

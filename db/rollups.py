@@ -15,8 +15,8 @@ import time
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, Engine, delete, select, text
-from sqlalchemy.dialects import postgresql, sqlite
 
+from db.engine import upsert
 from db.models import GpuRollup1h, GpuRollup1m, NodeRollup1h, NodeRollup1m, RollupState
 
 THROTTLE = 0x4 | 0x8 | 0x20 | 0x40 | 0x80
@@ -198,6 +198,5 @@ def _refresh_one(conn: Connection, step: Step, now: float, since: float | None) 
 
 
 def _mark(conn: Connection, name: str, now: float) -> None:
-    dialect_insert = postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert
-    stmt = dialect_insert(RollupState).values(name=name, done_until=now)
+    stmt = upsert(conn, RollupState).values(name=name, done_until=now)
     conn.execute(stmt.on_conflict_do_update(index_elements=["name"], set_={"done_until": now}))

@@ -24,8 +24,8 @@ from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import Connection, Engine, Table, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 
+from db.engine import upsert
 from db.models import EVENTS, SAMPLE_TABLES, Gpu, Node
 
 
@@ -434,5 +434,4 @@ class Writer:
                        conflict: list[str]) -> None:
         if not rows:
             return
-        dialect_insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
-        conn.execute(dialect_insert(table).on_conflict_do_nothing(index_elements=conflict), rows)
+        conn.execute(upsert(self.dialect, table).on_conflict_do_nothing(index_elements=conflict), rows)

@@ -30,11 +30,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Engine, select
-from sqlalchemy.dialects import postgresql, sqlite
 
 from alerts.rulefile import parse_duration
 from collectors import dcgm
 from collectors.records import Event, GpuInfo, Value
+from db.engine import upsert
 from db.models import SAMPLE_TABLES, Gpu, ImportCursor, Node
 from db.writer import Batch, SampleColumns, Writer
 from gpufleet.cli import UserError
@@ -412,8 +412,7 @@ class PrometheusImporter:
     def save_cursor(self, done_until: float) -> None:
         row = {"source": SOURCE, "url": self.source.name, "step": float(self.step), "done_until": float(done_until),
                "updated_at": self.clock()}
-        dialect_insert = postgresql.insert if self.engine.dialect.name == "postgresql" else sqlite.insert
-        stmt = dialect_insert(ImportCursor).values(row)
+        stmt = upsert(self.engine, ImportCursor).values(row)
         stmt = stmt.on_conflict_do_update(index_elements=["source", "url"],
                                           set_={k: stmt.excluded[k] for k in ("step", "done_until", "updated_at")})
         with self.engine.begin() as conn:

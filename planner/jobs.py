@@ -18,8 +18,8 @@ from typing import Any, TextIO
 
 import pandas as pd
 from sqlalchemy import Engine, and_, func, or_, select
-from sqlalchemy.dialects import postgresql, sqlite
 
+from db.engine import upsert
 from db.models import Job
 from planner.jobformats import FORMATS, PARSERS, ParseResult
 
@@ -83,9 +83,10 @@ def parse_job_file(path: str | Path, fmt: str, *, cluster: str = "", origin: flo
 
 def _insert_ignoring_duplicates(engine: Engine) -> Any:
     table: Any = Job.__table__
-    if engine.dialect.name == "postgresql":
-        return postgresql.insert(table).on_conflict_do_nothing(constraint="uq_jobs_source_cluster_external")
-    return sqlite.insert(table).on_conflict_do_nothing()
+    stmt = upsert(engine, table)
+    if engine.dialect.name == "postgresql":  # SQLite's form takes no constraint name
+        return stmt.on_conflict_do_nothing(constraint="uq_jobs_source_cluster_external")
+    return stmt.on_conflict_do_nothing()
 
 
 def store_jobs(engine: Engine, jobs: Sequence[dict[str, Any]]) -> int:

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import Connection, Engine, func, select
-from sqlalchemy.dialects import postgresql, sqlite
 
+from db.engine import upsert
 from db.models import BenchResult, BenchRun, Event, Gpu, Node
 from db.stragglers import Verdict, comparable_key, direction, grade, worst
 
@@ -186,8 +186,7 @@ def refresh(engine: Engine, now: float | None = None, lookback: float = LOOKBACK
         findings = [f for f in findings if f.started_at >= now - lookback]
         rows = _new_events(conn, findings, now - 2 * lookback)
         if rows:
-            dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
-            conn.execute(dialect.insert(Event).on_conflict_do_nothing(index_elements=["uid"]), rows)
+            conn.execute(upsert(engine, Event).on_conflict_do_nothing(index_elements=["uid"]), rows)
     latest: dict[str, Finding] = {}
     for f in findings:
         latest[f.series] = f
