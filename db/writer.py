@@ -9,6 +9,12 @@ Sample rows go in through the fastest path each driver has, on rows built once p
 ``key``, ``values`` for samples; see ``collectors.records``) so ``db`` does not depend on the
 collectors package. A bulk importer hands in ``SampleColumns`` instead: many rows of one thing,
 column-major, which become row tuples in one ``zip`` with no Python object per row on the way.
+
+``gpus.last_seen`` (the newest time a GPU said it was fine) is kept to ``GPU_LAST_SEEN_RESOLUTION``:
+a writer rewrites it only when it has moved on by that much since the writer last wrote it. Nothing
+decides on it (a GPU's current state comes from its newest sample; a node's ``last_seen``, which
+absence alerts read, stays exact), and rewriting every GPU row on every flush was the largest cost
+after the samples themselves.
 """
 
 from __future__ import annotations
@@ -16,17 +22,21 @@ from __future__ import annotations
 import copy
 import gc
 import json
+import logging
+import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from itertools import repeat
+from itertools import chain, repeat
 from operator import itemgetter
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, insert, select, update
+from sqlalchemy import BigInteger, Boolean, Connection, Engine, Float, Integer, Table, insert, select, update
 
 from db.engine import upsert
 from db.models import EVENTS, SAMPLE_TABLES, Gpu, Node
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -57,6 +67,12 @@ class WriteResult:
     rows: dict[str, int]
 
 
+GPU_LAST_SEEN_RESOLUTION = 60.0  # seconds; see the module docstring
+
+# PostgreSQL types of sample columns for binary COPY, by SQLAlchemy type (strings: text).
+_PG_BINARY_TYPES = {BigInteger: "int8", Integer: "int4", Float: "float8", Boolean: "bool"}
+_INT4 = (-2**31, 2**31 - 1)
+
 _NODE_FIELDS = ("cluster", "hostname", "agent_version", "driver_version", "cuda_driver_version",
                 "cpu_count", "memory_total_bytes", "gpu_count", "labels")
 _GPU_FIELDS = ("index", "model", "serial", "pci_bus_id", "memory_total_bytes", "power_limit_default_watts",
@@ -83,7 +99,8 @@ _PG_SQL = {
                   "SELECT * FROM unnest(%b::bigint[], %b::float8[], %b::text[], %b::json[]) "
                   "ON CONFLICT (node_id, ts) DO NOTHING",
     "ingested": "INSERT INTO ingested_batches (batch_id, node_id, ts, records) "
-                "SELECT * FROM unnest(%b::text[], %b::bigint[], %b::float8[], %b::integer[])",
+                "SELECT * FROM unnest(%b::text[], %b::bigint[], %b::float8[], %b::integer[]) "
+                "ON CONFLICT (batch_id) DO NOTHING RETURNING batch_id",
     "gpus": "UPDATE gpus SET last_seen = v.ts FROM unnest(%b::bigint[], %b::float8[]) AS v(id, ts) "
             "WHERE gpus.id = v.id AND gpus.last_seen < v.ts",
     "nodes": "UPDATE nodes SET last_seen = v.ts FROM unnest(%b::bigint[], %b::float8[]) AS v(id, ts) "
@@ -130,6 +147,18 @@ def ensure_gpu(conn: Connection, node_id: int, uuid: str, ts: float, info: dict[
     return int(gpu_id)
 
 
+class _Replayed(Exception):
+    """A batch of the transaction was already written (found while recording them, PostgreSQL)."""
+
+
+class _BinaryCopyRefused(Exception):
+    """A binary COPY dumper refused a value of this (kind, value columns) shape; raised from it."""
+
+    def __init__(self, key: tuple[str, tuple[str, ...]]) -> None:
+        super().__init__(key)
+        self.key = key
+
+
 class Writer:
     """Writes batches to one store. Keeps small caches of node and GPU ids (forgotten when a
     transaction fails, since they may then name rows that were rolled back)."""
@@ -157,6 +186,11 @@ class Writer:
         self._sql = _PG_SQL if self.dialect == "postgresql" else _SQLITE_SQL
         self._insert_sql: dict[tuple[str, tuple[str, ...]], str] = {}
         self._collectors_seen: tuple[dict[str, Any], str] | None = None  # the last collector states, as JSON
+        self._gpu_seen_written: dict[int, float] = {}  # gpus.last_seen as this writer last wrote it
+        # PostgreSQL: (kind, value columns) → binary COPY statement, column types, int4 columns' getter;
+        # shapes whose values a binary dumper refused go as text from then on.
+        self._binary_copy: dict[tuple[str, tuple[str, ...]], tuple[str, list[str], list[int]]] = {}
+        self._text_copy: set[tuple[str, tuple[str, ...]]] = set()
 
     # -- public -------------------------------------------------------------------------------
 
@@ -172,24 +206,47 @@ class Writer:
         paused = gc.isenabled()
         gc.disable()
         try:
-            with self.engine.begin() as conn:
-                return self._write_many(conn, batches)
-        except Exception:
-            self._node_ids.clear()
-            self._node_seen.clear()
-            self._gpu_ids.clear()
-            self._gpu_info_seen.clear()
-            raise
+            check_first = self.dialect != "postgresql"
+            while True:
+                try:
+                    with self.engine.begin() as conn:
+                        return self._write_many(conn, batches, check_first)
+                except _Replayed:
+                    self._forget()  # some batch was already written: again, looking first
+                    check_first = True
+                except _BinaryCopyRefused as refused:
+                    # A value the binary format cannot carry as the column's type (say a float for a
+                    # bigint): this shape goes as text from now on, and the transaction once more.
+                    # Each refusal adds a shape, so this ends.
+                    self._forget()
+                    self._text_copy.add(refused.key)
+                    log.info("binary COPY refused a %s row (%s); writing that shape as text", refused.key[0],
+                             refused.__cause__)
+                except Exception:
+                    self._forget()
+                    raise
         finally:
             if paused:
                 gc.enable()
 
+    def _forget(self) -> None:
+        """Drop the id and last-written caches: a failed transaction may have rolled back what they name."""
+        self._node_ids.clear()
+        self._node_seen.clear()
+        self._gpu_ids.clear()
+        self._gpu_info_seen.clear()
+        self._gpu_seen_written.clear()
+
     # -- the transaction ----------------------------------------------------------------------
 
-    def _write_many(self, conn: Connection, batches: Sequence[Batch]) -> list[WriteResult]:
+    def _write_many(self, conn: Connection, batches: Sequence[Batch], check_first: bool) -> list[WriteResult]:
+        """The transaction. ``check_first``: look up which batches are already written before
+        anything else (SQLite, and PostgreSQL after a replay). Otherwise (PostgreSQL) the batches are
+        recorded first, with their heartbeats and last_seen, in one round trip that also says
+        whether any was already there (``_Replayed``: the caller rolls back and checks first)."""
         raw = conn.connection.driver_connection
         assert raw is not None
-        done = self._ingested(raw, [b.batch_id for b in batches])
+        done = self._ingested(raw, [b.batch_id for b in batches]) if check_first else set()
         rows: dict[tuple[str, tuple[str, ...]], list[tuple[Any, ...]]] = defaultdict(list)
         events: list[dict[str, Any]] = []
         heartbeats: list[tuple[Any, ...]] = []
@@ -208,10 +265,16 @@ class Writer:
             heartbeats.append((node_id, batch.ts, batch.node.get("agent_version"), self._collectors_json(batch)))
             ingested.append((batch.batch_id, node_id, batch.ts, len(batch.records)))
             results.append(WriteResult(written=True, rows=counts))
+        if gpu_seen:  # only GPUs whose last_seen moved on by the resolution since this writer wrote it
+            written = self._gpu_seen_written
+            gpu_seen = {g: t for g, t in gpu_seen.items() if t >= written.get(g, -math.inf) + GPU_LAST_SEEN_RESOLUTION}
+            written.update(gpu_seen)
+        if ingested and not check_first and self._bookkeeping(raw, heartbeats, ingested, gpu_seen, node_seen):
+            raise _Replayed
         for (kind, value_cols), kind_rows in rows.items():
             self._bulk_insert(conn, SAMPLE_TABLES[kind], kind, value_cols, kind_rows)
         self._insert_ignore(conn, EVENTS, events, ["uid"])
-        if ingested:
+        if ingested and check_first:
             self._bookkeeping(raw, heartbeats, ingested, gpu_seen, node_seen)
         return results
 
@@ -227,20 +290,24 @@ class Writer:
         return done
 
     def _bookkeeping(self, raw: Any, heartbeats: list[tuple[Any, ...]], ingested: list[tuple[Any, ...]],
-                     gpu_seen: dict[int, float], node_seen: dict[int, float]) -> None:
-        """Heartbeats, ``ingested_batches`` and last_seen of every batch in the transaction."""
+                     gpu_seen: dict[int, float], node_seen: dict[int, float]) -> bool:
+        """Heartbeats, ``ingested_batches`` and last_seen of every batch in the transaction. Whether
+        some batch was already in ``ingested_batches`` (PostgreSQL; the others it ran for such a
+        batch change nothing: heartbeats are kept once, last_seen only moves forward)."""
         sql = self._sql
         if self.dialect == "postgresql":
             # An array holds one type: times that came in as int become float, versions text.
             node_ids, times, versions, states = zip(*heartbeats, strict=True)
             batch_ids, batch_nodes, batch_times, counts = zip(*ingested, strict=True)
-            with raw.pipeline(), raw.cursor() as cur:
+            with raw.pipeline() as pipeline, raw.cursor() as recorded, raw.cursor() as cur:  # one round trip
+                recorded.execute(sql["ingested"], (_texts(batch_ids), list(batch_nodes), _floats(batch_times),
+                                                   list(counts)))
                 cur.execute(sql["heartbeats"], (list(node_ids), _floats(times), _texts(versions), list(states)))
-                cur.execute(sql["ingested"], (_texts(batch_ids), list(batch_nodes), _floats(batch_times), list(counts)))
                 for table, seen in (("gpus", gpu_seen), ("nodes", node_seen)):
                     if seen:
                         cur.execute(sql[table], (list(seen), _floats(seen.values())))
-            return
+                pipeline.sync()
+                return len(recorded.fetchall()) < len(ingested)
         raw.executemany(sql["heartbeats"], heartbeats)
         raw.executemany(sql["ingested"], ingested)
         for table, seen in (("gpus", gpu_seen), ("nodes", node_seen)):
@@ -250,6 +317,7 @@ class Writer:
             for ts, keys in by_ts.items():
                 for chunk in _chunks(keys):
                     raw.execute(sql[table].format(", ".join("?" * len(chunk))), (ts, *chunk))
+        return False
 
     def _collectors_json(self, batch: Batch) -> str | None:
         """The heartbeat's collector states as JSON (NULL when none), serialised again only when
@@ -409,12 +477,43 @@ class Writer:
                 else f'INSERT INTO "{table.name}" ({collist}) VALUES ({", ".join("?" * len(cols))})')
         raw = conn.connection.driver_connection
         assert raw is not None
-        if self.dialect == "postgresql":
-            with raw.cursor() as cur, cur.copy(sql) as stream:
-                for row in rows:
-                    stream.write_row(row)
-        else:
+        if self.dialect != "postgresql":
             raw.executemany(sql, rows)
+            return
+        key = (kind, value_cols)
+        if key not in self._text_copy and self._int4_in_range(key, table, rows):
+            binary_sql, types, _ = self._binary_copy[key]
+            try:
+                with raw.cursor() as cur, cur.copy(binary_sql) as stream:
+                    stream.set_types(types)
+                    for row in rows:
+                        stream.write_row(row)
+                return
+            except (TypeError, ValueError, OverflowError) as exc:  # a dumper's, client-side: nothing stored
+                raise _BinaryCopyRefused(key) from exc
+        with raw.cursor() as cur, cur.copy(sql) as stream:
+            for row in rows:
+                stream.write_row(row)
+
+    def _int4_in_range(self, key: tuple[str, tuple[str, ...]], table: Table, rows: list[tuple[Any, ...]]) -> bool:
+        """Whether every value of the ``integer`` columns fits 32 bits, as binary COPY needs: its int4
+        dumper would keep the low 32 bits of a larger number, where text input fails loudly."""
+        if key not in self._binary_copy:
+            cols = [*self._layout[key[0]][0], *key[1]]
+            types = [_PG_BINARY_TYPES.get(type(table.c[c].type), "text") for c in cols]
+            int4 = [i for i, t in enumerate(types) if t == "int4"]
+            collist = ", ".join(f'"{c}"' for c in cols)
+            self._binary_copy[key] = (f'COPY "{table.name}" ({collist}) FROM STDIN (FORMAT BINARY)', types, int4)
+        int4 = self._binary_copy[key][2]
+        if not int4:
+            return True
+        # In C: the int4 values of every row, flattened (itemgetter of one gives the value itself).
+        picked = map(itemgetter(*int4), rows)
+        values = [v for v in (chain.from_iterable(picked) if len(int4) > 1 else picked) if v is not None]
+        try:
+            return not values or (_INT4[0] <= min(values) and max(values) <= _INT4[1])
+        except TypeError:  # not numbers: text COPY, where the server names the bad value
+            return False
 
     def _event_rows(self, conn: Connection, node_id: int, events: list[Any]) -> list[dict[str, Any]]:
         rows = []

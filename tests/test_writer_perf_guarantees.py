@@ -10,7 +10,7 @@ from sqlalchemy import select, text
 from collectors.records import Sample
 from db.engine import make_engine, upgrade
 from db.models import Gpu, GpuSample, Heartbeat, Node
-from db.writer import Batch, Writer
+from db.writer import GPU_LAST_SEEN_RESOLUTION, Batch, Writer
 
 T0 = 1_764_000_000.0
 
@@ -115,4 +115,54 @@ def test_integer_times_and_versions_are_accepted(store_url: str) -> None:
     with engine.connect() as conn:
         assert sorted(conn.execute(select(Gpu.last_seen)).scalars()) == [T0, T0 + 0.5]
         assert sorted(conn.execute(select(Heartbeat.agent_version)).scalars()) == ["1.0", "2"]
+    engine.dispose()
+
+
+def test_gpu_last_seen_moves_at_its_resolution(store_url: str) -> None:
+    """A writer rewrites a GPU's last_seen only once it has moved on by GPU_LAST_SEEN_RESOLUTION
+    since the writer last wrote it; a new writer (an agent restart) writes it at once. The node's
+    last_seen stays exact."""
+    engine = make_engine(store_url)
+    upgrade(engine)
+    writer = Writer(engine)
+
+    def write(w: Writer, ts: float) -> None:
+        w.write(batch({"name": "n"}, ts, [gpu("n", 0, ts, {"status": "ok"})]))
+
+    def seen() -> tuple[float, float]:
+        with engine.connect() as conn:
+            return (conn.execute(select(Gpu.last_seen)).scalar_one(), conn.execute(select(Node.last_seen)).scalar_one())
+
+    write(writer, T0)
+    assert seen() == (T0, T0)
+    write(writer, T0 + 10)
+    assert seen() == (T0, T0 + 10)  # within the resolution: the GPU row is left alone
+    write(writer, T0 + GPU_LAST_SEEN_RESOLUTION)
+    assert seen() == (T0 + GPU_LAST_SEEN_RESOLUTION,) * 2
+    write(Writer(engine), T0 + GPU_LAST_SEEN_RESOLUTION + 1)
+    assert seen() == (T0 + GPU_LAST_SEEN_RESOLUTION + 1,) * 2
+    engine.dispose()
+
+
+def test_a_flush_mixing_written_and_new_batches_writes_the_new_once(store_url: str) -> None:
+    """On PostgreSQL batches are recorded before their rows, optimistically; a flush where some
+    batches were written already (a spool replayed after a lost commit reply) must write the
+    others once and skip those, on every store."""
+    engine = make_engine(store_url)
+    upgrade(engine)
+    old = [batch({"name": f"n{i}"}, T0, [gpu(f"n{i}", 0, T0, {"status": "ok", "power_watts": 1.0})])
+           for i in range(3)]
+    Writer(engine).write_many(old[:2])
+    new = [batch({"name": f"n{i}"}, T0 + 10, [gpu(f"n{i}", 0, T0 + 10, {"status": "ok", "power_watts": 2.0})])
+           for i in range(3)]
+    writer = Writer(engine)
+    results = writer.write_many([old[0], new[0], old[1], old[2], new[1], new[2], new[0]])
+    assert [r.written for r in results] == [False, True, False, True, True, True, False]
+    assert results[3].rows == {"gpu_samples": 1}
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM gpu_samples")).scalar_one() == 6
+        assert conn.execute(text("SELECT count(*) FROM ingested_batches")).scalar_one() == 6
+        assert conn.execute(text("SELECT count(*) FROM heartbeats")).scalar_one() == 6
+    # and the writer goes on as before
+    assert writer.write(batch({"name": "n0"}, T0 + 20, [gpu("n0", 0, T0 + 20, {"status": "ok"})])).written
     engine.dispose()
