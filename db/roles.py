@@ -2,9 +2,12 @@
 
 - agent: inserts telemetry, events, heartbeats and benchmark results; reads and updates only the
   node and GPU rows its write path upserts, and reads the batch ids it deduplicates against.
-- dashboard: reads; writes nothing.
+- dashboard: reads; writes only what its operator actions do: silences (create, expire),
+  recommendation acknowledgements, and audit entries.
 - controller: reads; writes alerts, their routing and delivery state, health, leases and rollups;
-  deletes what retention prunes.
+  deletes what retention prunes; adds audit entries (a configuration it loads).
+
+Neither may change or delete an audit entry: the log is insert-only for every role but the owner.
 
 ``statements`` renders the GRANTs from the models, so a table added by a migration is readable by
 the dashboard and the controller once the roles are applied again, and writable by whoever the
@@ -34,6 +37,10 @@ AGENT_READS_COLUMNS = {"events": ("uid",), HEARTBEATS.name: ("node_id", "ts")}
 # Columns the write path updates: everything it learns about a node or GPU, never the name, the
 # uuid, the id or first_seen.
 AGENT_UPDATES = {"nodes": ("id", "name", "first_seen"), "gpus": ("id", "uuid", "first_seen")}
+# table -> privileges: the dashboard's operator actions (alerts.silences, planner.recommend.acknowledge,
+# db.audit), nothing more.
+DASHBOARD_WRITES = {"silences": "INSERT, UPDATE", "recommendation_acks": "INSERT, DELETE", "audit_log": "INSERT"}
+CONTROLLER_INSERTS = ("audit_log",)
 CONTROLLER_WRITES = ("alerts", "silences", "notification_groups", "notifications", "delivery_attempts",
                      "health_states", "leases", "rollup_state", *ROLLUP_TABLES)
 CONTROLLER_DELETES = (*RAW_TABLES, *OPTIONAL_TABLES)
@@ -102,13 +109,17 @@ def statements(roles: Roles, database: str, *, login: bool = False) -> list[str]
         updated = [_q(c.name) for c in Base.metadata.tables[table].columns if c.name not in fixed]
         out.append(f"GRANT UPDATE ({', '.join(updated)}) ON {table} TO {agent}")
     out.append(f"GRANT USAGE ON SEQUENCE {', '.join(_sequences(AGENT_INSERTS))} TO {agent}")
-    out.append(f"GRANT SELECT ON {', '.join(everything)} TO {_q(roles.dashboard)}")
+    dashboard = _q(roles.dashboard)
+    out.append(f"GRANT SELECT ON {', '.join(everything)} TO {dashboard}")
+    out += [f"GRANT {privileges} ON {table} TO {dashboard}" for table, privileges in DASHBOARD_WRITES.items()]
+    out.append(f"GRANT USAGE ON SEQUENCE {', '.join(_sequences(tuple(DASHBOARD_WRITES)))} TO {dashboard}")
     controller = _q(roles.controller)
     out.append(f"GRANT SELECT ON {', '.join(everything)} TO {controller}")
     writes = [t for t in CONTROLLER_WRITES if t in Base.metadata.tables]
     out.append(f"GRANT INSERT, UPDATE, DELETE ON {', '.join(writes)} TO {controller}")
     out.append(f"GRANT DELETE ON {', '.join(CONTROLLER_DELETES)} TO {controller}")
-    out.append(f"GRANT USAGE ON SEQUENCE {', '.join(_sequences(tuple(writes)))} TO {controller}")
+    out.append(f"GRANT INSERT ON {', '.join(CONTROLLER_INSERTS)} TO {controller}")
+    out.append(f"GRANT USAGE ON SEQUENCE {', '.join(_sequences((*writes, *CONTROLLER_INSERTS)))} TO {controller}")
     out += [f"GRANT EXECUTE ON FUNCTION {fn} TO {controller}" for fn in CONTROLLER_FUNCTIONS]
     return out
 

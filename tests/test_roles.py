@@ -16,11 +16,13 @@ from sqlalchemy.exc import ProgrammingError
 
 from alerts.config import default_config
 from alerts.controller import Controller, Settings
-from db import readmodels
+from alerts.silences import create_silence, expire_silence
+from db import audit, readmodels
 from db.benchstore import save_run
 from db.engine import make_engine, upgrade
 from db.roles import Roles, apply, drop, statements
 from gpufleet.cli import main
+from planner.recommend import Recommendation, acknowledge
 
 
 @pytest.fixture
@@ -89,9 +91,22 @@ def test_agent_dashboard_and_controller_under_their_roles(roles, tmp_path: Path)
         assert refused(agent, "SELECT * FROM alerts")
         assert refused(agent, "INSERT INTO gpu_rollups_1m (gpu_id, ts, node_id, samples, ok_samples) "
                               "VALUES (1, 0, 1, 1, 1)")
-        assert refused(dash, "INSERT INTO silences (matchers, starts_at, ends_at, created_at) "
-                             "VALUES ('[]', 0, 1, 0)")
+        # The dashboard's operator actions, as its pages run them; the controller's audit entry.
+        silence = create_silence(dash, ["node=roles-node"], 600, "maintenance", created_by="ops@example.com")
+        assert expire_silence(dash, silence)
+        rec = Recommendation(kind="drain", target="roles-node", title="Drain roles-node", evidence={}, gain=1.0,
+                             gain_unit="GPUs", action="drain", severity="critical")
+        with audit.action(dash, "ops@example.com", "recommendation.ack", "drain roles-node", source=audit.DASHBOARD):
+            acknowledge(dash, rec, "ops@example.com")
+        acknowledge(dash, rec, "ops@example.com", "again")  # replaces the first
+        audit.record(ctl, "controller", "config.load", "alerts.yaml", {"rules": 1}, source=audit.CONTROLLER)
+        with dash.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM audit_log")).scalar() == 2
+        assert refused(dash, "DELETE FROM silences")
         assert refused(dash, "DELETE FROM events")
+        for engine in (dash, ctl):  # the audit log is insert-only
+            assert refused(engine, "UPDATE audit_log SET actor = 'someone else'")
+            assert refused(engine, "DELETE FROM audit_log")
         assert refused(dash, "UPDATE nodes SET cluster = 'x'")
         assert refused(ctl, "INSERT INTO gpu_samples (gpu_id, ts, node_id, status) VALUES (1, 0, 1, 'ok')")
         assert refused(ctl, "DROP TABLE events")
