@@ -268,6 +268,7 @@ def child_main(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     from agent.config import AgentConfig
     from agent.daemon import build_agent, serve_metrics
+    from agent.exporter import make_registry, render_text
     from collectors.fake_nvml import FakeNVML, load_scenario
     from collectors.host import HostCollector
     from collectors.network import NetworkCollector
@@ -294,6 +295,7 @@ def child_main(args: argparse.Namespace) -> int:
             agent.collect()
         nvml.recording = False
     nvml_collects = 0
+    registry = make_registry(agent, agent.node["name"])
 
     def reply(**kw: Any) -> None:
         sys.stdout.write(json.dumps(kw) + "\n")
@@ -323,6 +325,10 @@ def child_main(args: argparse.Namespace) -> int:
                     agent.store.flush()
                 reply(ok=True, written=agent.store.written_batches, failures=agent.store.failures,
                       last_error=agent.store.last_error)
+            elif cmd == "render":  # the page a new snapshot needs, rendered here rather than in a scrape
+                for _ in range(int(arg or 1)):
+                    render_text(registry)
+                reply(ok=True)
             elif cmd == "profile":
                 reply(text=_profile(agent, int(arg or 50)))
             elif cmd == "stats":
@@ -344,26 +350,25 @@ def child_main(args: argparse.Namespace) -> int:
 
 
 def _profile(agent: Any, n: int) -> str:
-    """cProfile over n × (collection + rendering /metrics with the encoder a Prometheus scrape gets),
-    top 10 by cumulative and by own time, plus the share spent inside the fake NVML's own modules."""
+    """cProfile over n × (collection + rendering /metrics as the agent's server renders it for the
+    first scrape of a new collection: ``render_text`` over the agent's registry, which writes the
+    text format straight from the snapshot), top 10 by cumulative and by own time, plus the share
+    spent inside the fake NVML's own modules."""
     import cProfile
     import io
     import pstats
 
-    from prometheus_client.exposition import choose_encoder
-
-    from agent.exporter import make_registry
+    from agent.exporter import make_registry, render_text
 
     registry = make_registry(agent, agent.node["name"])
-    encode, content_type = choose_encoder(PROM_HEADERS["Accept"])
     prof = cProfile.Profile()
     prof.enable()
     for _ in range(n):
         agent.collect()
-        encode(registry)
+        render_text(registry)
     prof.disable()
     buf = io.StringIO()
-    buf.write(f"{n} × (Agent.collect() + rendering /metrics as {content_type})\n")
+    buf.write(f"{n} × (Agent.collect() + render_text(registry), what /metrics serves)\n")
     stats = pstats.Stats(prof, stream=buf)
     stats.sort_stats("cumulative").print_stats(10)
     stats.sort_stats("tottime").print_stats(10)
@@ -460,6 +465,7 @@ def main(argv: list[str] | None = None) -> int:
             ("cycle", fake.pid, per_round, cycle(fake)),
             ("collect", fake.pid, per_round, lambda: fake.call("collect 1")),
             ("scrape", fake.pid, per_round, lambda: scrape_raw(fake.url)),
+            ("render", fake.pid, per_round, lambda: fake.call("render 1")),
             ("nvml", fake.pid, per_round, lambda: fake.call("nvml 1")),
             ("ping", fake.pid, per_round, lambda: fake.call("ping")),
             ("rec_cycle", rec.pid, per_round, cycle(rec)),
@@ -517,7 +523,9 @@ def main(argv: list[str] | None = None) -> int:
         ["", "… … of which the NVML collector (`NvmlCollector.collect()`)", ms(got["nvml"]), vs(got["nvml"])],
         ["", "… … of which the fake NVML's own Python (NVML collector on the fake − on the recorded table)",
          ms(fake_share), vs(fake_share)],
-        ["", "… /metrics scrape alone", ms(got["scrape"]), vs(got["scrape"])],
+        ["", "… /metrics scrape alone (page already rendered)", ms(got["scrape"]), vs(got["scrape"])],
+        ["", "… rendering the page for a new collection (`render_text`, what the first scrape after a "
+             "collection adds)", ms(got["render"]), vs(got["render"])],
         ["gpufleet agent, NVML from a recorded table",
          "cycle = one collection + one scrape (real GPUs, before the driver's own time)",
          ms(got["rec_cycle"]), vs(got["rec_cycle"])],

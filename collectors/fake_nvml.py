@@ -172,6 +172,39 @@ class _FieldUnion:
     usVal = property(lambda self: self._v & 0xFFFF)
 
 
+# Unions are immutable: entries share one for each small value (every link state, every zero
+# counter, every failed entry) instead of each building its own.
+_SMALL = tuple(_FieldUnion(v) for v in range(256))
+_ZERO = _SMALL[0]
+
+
+def _union(v: int) -> _FieldUnion:
+    return _SMALL[v] if type(v) is int and 0 <= v < 256 else _FieldUnion(v)
+
+
+# Reads one field of a GPU at a time, for a scope: (value type, value), or raises its NVMLError.
+_Reader = Callable[[SimulatedGpu, float, int], tuple[int, int]]
+
+
+def _ecc_reader(uncorrected: bool, aggregate: bool) -> _Reader:
+    def read(g: SimulatedGpu, t: float, _scope: int) -> tuple[int, int]:
+        return NVML_VALUE_TYPE_UNSIGNED_LONG_LONG, g.ecc(t, uncorrected=uncorrected, aggregate=aggregate)
+    return read
+
+
+def _nvlink_error_reader(counter: int) -> _Reader:
+    def read(g: SimulatedGpu, t: float, _scope: int) -> tuple[int, int]:
+        return NVML_VALUE_TYPE_UNSIGNED_LONG_LONG, g.nvlink_errors_total(t, counter)
+    return read
+
+
+# Fields whose answer depends only on the model and the scope, never on the GPU or the time.
+_FIXED_FIELDS = frozenset({NVML_FI_DEV_NVLINK_LINK_COUNT, NVML_FI_DEV_NVLINK_GET_STATE})
+# One requested field: id, scope, and either a reader of (value type, value) or a fixed
+# (value type, return code, value).
+_PlanEntry = tuple[int, int, Any, Any]
+
+
 class _FieldValue:
     """One nvmlFieldValue_t as nvmlDeviceGetFieldValues fills it (timestamps in microseconds)."""
 
@@ -229,6 +262,8 @@ class FakeNVML:
         self._refs = 0
         self._cond = threading.Condition()
         self._boot_s = 3600 + unit_hash(node_key, 0) * 86400 * 20
+        self._field_readers = self._field_table()
+        self._plans: dict[Any, list[_PlanEntry]] = {}
 
     # ---- for tests, the demo and benchmarks ---------------------------------------------------
     def now_t(self) -> float:
@@ -284,16 +319,19 @@ class FakeNVML:
 
     def _dev(self, handle: Any, mig_ok: bool = False) -> tuple[SimulatedGpu, float]:
         """The GPU behind ``handle`` and the time, or the error NVML would give for it now."""
-        t = self._system()
-        if not isinstance(handle, _Handle) or handle.owner is not self:
+        if self._refs <= 0:
+            raise NVMLError_Uninitialized()
+        t = math.floor((self._clock() - self.start) * 16) / 16  # now_t(), inlined: every call comes here
+        if type(handle) is not _Handle or handle.owner is not self:
             raise NVMLError_InvalidArgument()
         if handle.mig is not None and not mig_ok:
             raise NVMLError_NotSupported()
         g = handle.gpu
-        if g.active("lost", t) or g.active("missing", t):
-            raise NVMLError_GpuIsLost()
-        if g.active("nvml_timeout", t):
-            raise NVMLError_Timeout()
+        if g.can_fail:
+            if g.active("lost", t) or g.active("missing", t):
+                raise NVMLError_GpuIsLost()
+            if g.active("nvml_timeout", t):
+                raise NVMLError_Timeout()
         return g, t
 
     def _state(self, handle: Any) -> Any:
@@ -507,53 +545,110 @@ class FakeNVML:
         links; a bare field id means link 0 (for link state too)."""
         g, t = self._dev(handle)
         out, stamp = [], int((self.start + t) * 1e6)
+        for fid, scope, reader, fixed in self._field_plan(fieldIds):
+            if reader is None:  # the same answer at any time, for any GPU of this model
+                vtype, ret, value = fixed
+                out.append(_FieldValue(fid, scope, stamp, vtype, ret, value))
+                continue
+            try:
+                vtype, v = reader(g, t, scope)
+                ret = NVML_SUCCESS
+            except NVMLError as exc:
+                ret, vtype, v = exc.value, NVML_VALUE_TYPE_DOUBLE, 0
+            out.append(_FieldValue(fid, scope, stamp, vtype, ret, _union(v)))
+        return out
+
+    def _field_plan(self, fieldIds: Sequence[Any]) -> list[_PlanEntry]:
+        """(field id, scope, reader, fixed answer) per requested field: a reader for fields that
+        depend on the GPU and the time, else the answer itself (link count and link states, fields
+        the model does not support). Remembered per request, which a collector repeats every cycle."""
+        key = fieldIds if type(fieldIds) is tuple else None
+        plan = self._plans.get(key) if key is not None else None
+        if plan is not None:
+            return plan
+        plan = []
         for f in fieldIds:
             try:
                 fid, scope = f
             except TypeError:
                 fid, scope = f, 0
+            reader = self._field_readers.get(fid)
+            if reader is None:  # a field this model (or the fake) lacks
+                plan.append((fid, scope, None, (NVML_VALUE_TYPE_DOUBLE, NVML_ERROR_NOT_SUPPORTED, _ZERO)))
+            elif fid in _FIXED_FIELDS:
+                try:
+                    vtype, v = reader(self._gpus[0], 0.0, scope)
+                    plan.append((fid, scope, None, (vtype, NVML_SUCCESS, _union(v))))
+                except NVMLError as exc:
+                    plan.append((fid, scope, None, (NVML_VALUE_TYPE_DOUBLE, exc.value, _ZERO)))
+            else:
+                plan.append((fid, scope, reader, None))
+        if key is not None:
             try:
-                vtype, v = self._field_value(g, t, fid, scope)
-                ret = NVML_SUCCESS
-            except NVMLError as exc:
-                ret, vtype, v = exc.value, NVML_VALUE_TYPE_DOUBLE, 0
-            out.append(_FieldValue(fid, scope, stamp, vtype, ret, _FieldUnion(v)))
-        return out
+                if len(self._plans) > 64:
+                    self._plans.clear()
+                self._plans[key] = plan
+            except TypeError:  # a request holding lists: planned again next time
+                pass
+        return plan
 
     def _field_value(self, g: SimulatedGpu, t: float, fid: int, scope: int) -> tuple[int, int]:
         """(value type, value) of one field, or the NVMLError its entry reports."""
+        reader = self._field_readers.get(fid)
+        if reader is None:
+            raise NVMLError_NotSupported()
+        return reader(g, t, scope)
+
+    def _field_table(self) -> dict[int, _Reader]:
+        """A reader of (value type, value) for each field id this model supports, so a field costs
+        one dict lookup rather than a chain of comparisons; any other id answers NotSupported."""
         m, ull, uint = self.model, NVML_VALUE_TYPE_UNSIGNED_LONG_LONG, NVML_VALUE_TYPE_UNSIGNED_INT
-        if fid == NVML_FI_DEV_MEMORY_TEMP:
-            self._need(m.memory_temp)
-            return uint, round(g.state(t).temp + g.mem_temp_offset)
-        if fid == NVML_FI_DEV_TOTAL_ENERGY_CONSUMPTION:
-            return ull, g.energy_mj(t)
-        if fid == NVML_FI_DEV_PCIE_REPLAY_COUNTER:
-            return uint, g.pcie_replays(t)
-        if fid in _ECC_FIELDS:
-            return ull, self._ecc(g, t, *_ECC_FIELDS[fid])
-        if fid in _RETIRED_FIELDS:
-            return ull, self._retired_count(g, t, _RETIRED_FIELDS[fid])
-        if fid in _REMAP_FIELDS:
-            return uint, self._remapped(g, t)[_REMAP_FIELDS[fid]]
-        if fid == NVML_FI_DEV_NVLINK_LINK_COUNT:
-            self._need(m.nvlinks > 0)
-            return uint, m.nvlinks
-        if fid == NVML_FI_DEV_NVLINK_GET_STATE:
-            self._need(m.nvlinks > 0)
-            if not 0 <= scope < m.nvlinks:
-                raise NVMLError_InvalidArgument()
-            return uint, NVML_NVLINK_STATE_ACTIVE
-        if fid in _NVLINK_ERROR_FIELDS:
-            self._need(m.nvlinks > 0)
-            return ull, sum(g.nvlink_errors(t, link, _NVLINK_ERROR_FIELDS[fid]) for link in range(m.nvlinks))
-        if fid in (NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_TX, NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_RX):
-            self._need(m.nvlinks > 0)
-            links = m.nvlinks if scope == 0xFFFFFFFF else 1 if 0 <= scope < m.nvlinks else 0
-            if not links:
-                raise NVMLError_InvalidArgument()
-            return ull, links * g.nvlink_kib(t, rx=fid == NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_RX)
-        raise NVMLError_NotSupported()
+        readers: dict[int, _Reader] = {}
+        retired, remapping = m.ecc and not m.row_remapping, m.ecc and m.row_remapping
+        if m.memory_temp:
+            readers[NVML_FI_DEV_MEMORY_TEMP] = lambda g, t, _s: (uint, round(g.state(t).temp + g.mem_temp_offset))
+        readers[NVML_FI_DEV_TOTAL_ENERGY_CONSUMPTION] = lambda g, t, _s: (ull, g.energy_mj(t))
+        readers[NVML_FI_DEV_PCIE_REPLAY_COUNTER] = lambda g, t, _s: (uint, g.pcie_replays(t))
+        for fid, (uncorrected, aggregate) in _ECC_FIELDS.items():
+            if m.ecc:
+                readers[fid] = _ecc_reader(uncorrected, aggregate)
+        for fid, cause in _RETIRED_FIELDS.items():
+            if retired:
+                readers[fid] = self._retired_reader(cause)
+        for fid, position in _REMAP_FIELDS.items():
+            if remapping:
+                readers[fid] = self._remap_reader(position)
+        if m.nvlinks > 0:
+            def link_state(_g: SimulatedGpu, _t: float, scope: int) -> tuple[int, int]:
+                if not 0 <= scope < m.nvlinks:
+                    raise NVMLError_InvalidArgument()
+                return uint, NVML_NVLINK_STATE_ACTIVE
+
+            def throughput(rx: bool) -> _Reader:
+                def read(g: SimulatedGpu, t: float, scope: int) -> tuple[int, int]:
+                    links = m.nvlinks if scope == 0xFFFFFFFF else 1 if 0 <= scope < m.nvlinks else 0
+                    if not links:
+                        raise NVMLError_InvalidArgument()
+                    return ull, links * g.nvlink_kib(t, rx=rx)
+                return read
+
+            readers[NVML_FI_DEV_NVLINK_LINK_COUNT] = lambda _g, _t, _s: (uint, m.nvlinks)
+            readers[NVML_FI_DEV_NVLINK_GET_STATE] = link_state
+            for fid, counter in _NVLINK_ERROR_FIELDS.items():
+                readers[fid] = _nvlink_error_reader(counter)
+            readers[NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_TX] = throughput(False)
+            readers[NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_RX] = throughput(True)
+        return readers
+
+    def _retired_reader(self, cause: int) -> _Reader:
+        def read(g: SimulatedGpu, t: float, _scope: int) -> tuple[int, int]:
+            return NVML_VALUE_TYPE_UNSIGNED_LONG_LONG, self._retired_count(g, t, cause)
+        return read
+
+    def _remap_reader(self, position: int) -> _Reader:
+        def read(g: SimulatedGpu, t: float, _scope: int) -> tuple[int, int]:
+            return NVML_VALUE_TYPE_UNSIGNED_INT, self._remapped(g, t)[position]
+        return read
 
     # ---- memory errors ------------------------------------------------------------------------
     def nvmlDeviceGetEccMode(self, handle: Any) -> list[int]:

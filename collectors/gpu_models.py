@@ -174,12 +174,14 @@ class SimulatedGpu:
         self._energy0_j = 86400 * (1 + 29 * unit_hash(key, 5)) * (model.idle_w + 0.4 * model.power_limit_w)
         self._nvlink0_kib = int(unit_hash(key, 6) * 1e11)
         self._nvlink_error_rates: dict[tuple[int, int], float] = {}
+        self._nvlink_total_rates: dict[int, tuple[float, ...]] = {}  # counter -> the links' non-zero rates
         self._replay_rate = 2e-4 * unit_hash(key, 9) if unit_hash(key, 8) < 0.15 else 0.0
         self._ecc_corr0 = int(40 * unit_hash(key, 11)) if unit_hash(key, 10) < 0.25 else 0
         self._span_w = 0.93 * model.power_limit_w - model.idle_w  # power above idle at full load
         self._cum = [0.0]  # ∫ util from start to the end of each whole job slot since start
         self._lock = threading.Lock()
         self._cache: tuple[float, SimpleNamespace] | None = None
+        self._counters: tuple[float, tuple[float, float]] | None = None  # counters() for the last t asked
         self.windows = {kind: [(f.at, f.end) for f in faults if f.kind == kind]
                         for kind in ("missing", "nvml_timeout", "thermal", "powercap", "slow")}
         # A GPU that fell off the bus (79) or stopped working (95) stays so until the fault's
@@ -189,6 +191,9 @@ class SimulatedGpu:
 
         self.windows["lost"] = [(f.at, until(f)) for f in faults if f.kind == "xid" and f.code == 79]
         self.windows["dead"] = [(f.at, until(f)) for f in faults if f.kind == "xid" and f.code == 95]
+        # Whether any fault can make NVML refuse this GPU (lost, missing, timing out): most GPUs of
+        # most scenarios never are, and skip those window checks on every call.
+        self.can_fail = any(self.windows[kind] for kind in ("lost", "missing", "nvml_timeout"))
         self._unc_times = sorted(f.at for f in faults if f.kind == "xid" and f.code in (48, 94, 95))
         self._segments = self._fixed_power_segments()
         self._segment_starts = [s[0] for s in self._segments]
@@ -215,7 +220,10 @@ class SimulatedGpu:
         return segments
 
     def active(self, kind: str, t: float) -> bool:
-        return any(t0 <= t < t1 for t0, t1 in self.windows[kind])
+        for t0, t1 in self.windows[kind]:  # a plain loop: most lists are empty, and this runs per call
+            if t0 <= t < t1:
+                return True
+        return False
 
     def slot(self, a: float) -> Slot:
         """The job slot holding absolute time ``a``: busy?, level, cycle amplitude, memory share,
@@ -263,7 +271,16 @@ class SimulatedGpu:
         return self._cum[k - k0] + self._util_integral(k * size, a)
 
     def counters(self, t: float) -> tuple[float, float]:
-        """(energy in J, util-seconds) since start, as integrals of power and utilization: monotone."""
+        """(energy in J, util-seconds) since start, as integrals of power and utilization: monotone.
+        Remembered for the last ``t`` asked: energy and both NVLink directions read it each tick."""
+        cached = self._counters
+        if cached is not None and cached[0] == t:
+            return cached[1]
+        result = self._integrate(t)
+        self._counters = (t, result)
+        return result
+
+    def _integrate(self, t: float) -> tuple[float, float]:
         idle, t = self.model.idle_w, max(t, 0.0)
         u = self._util_seconds(t)
         energy, util_s = idle * t + self._span_w * u, u
@@ -284,13 +301,28 @@ class SimulatedGpu:
         share = 0.343 if rx else 0.35
         return self._nvlink0_kib + int(self.counters(t)[1] * self.model.nvlink_gbps * 1e9 / 1024 * share)
 
-    def nvlink_errors(self, t: float, link: int, counter: int) -> int:
+    def _nvlink_error_rate(self, link: int, counter: int) -> float:
         rate = self._nvlink_error_rates.get((link, counter))
         if rate is None:  # a link's rate depends only on the GPU, the link and the counter: hashed once
             rate = 0.0 if counter == 3 or unit_hash(self.key, 100 + link, counter) > 0.08 \
                 else 3e-4 * unit_hash(self.key, 200 + link, counter)  # CRC data errors stay 0
             self._nvlink_error_rates[(link, counter)] = rate
+        return rate
+
+    def nvlink_errors(self, t: float, link: int, counter: int) -> int:
+        rate = self._nvlink_error_rate(link, counter)
         return int(max(t, 0.0) * rate) if rate else 0
+
+    def nvlink_errors_total(self, t: float, counter: int) -> int:
+        """``nvlink_errors`` summed over every link, link by link (each rounds down on its own), over
+        only the links whose rate is not zero (most are)."""
+        rates = self._nvlink_total_rates.get(counter)
+        if rates is None:
+            rates = tuple(r for r in (self._nvlink_error_rate(link, counter) for link in range(self.model.nvlinks))
+                          if r)
+            self._nvlink_total_rates[counter] = rates
+        t = max(t, 0.0)
+        return sum(int(t * r) for r in rates)
 
     def pcie_replays(self, t: float) -> int:
         return int(max(t, 0.0) * self._replay_rate)

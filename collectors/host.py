@@ -78,11 +78,9 @@ class HostCollector:
         values["memory_total_bytes"] = mem.total
         values["memory_available_bytes"] = mem.available
         values["memory_used_bytes"] = mem.used
-        try:
-            swap = self._psutil.swap_memory()
-            values["swap_total_bytes"], values["swap_used_bytes"] = swap.total, swap.used
-        except (OSError, RuntimeError):
-            pass
+        swap = self._swap()
+        if swap is not None:
+            values["swap_total_bytes"], values["swap_used_bytes"] = swap
         if self._boot_time is None:  # the kernel's btime: fixed until the next boot
             self._boot_time = self._psutil.boot_time()
         boot_time = self._boot_time
@@ -93,6 +91,31 @@ class HostCollector:
         except OSError:
             pass
         return [Sample(kind="host", ts=now, key={}, values=values)]
+
+    def _swap(self) -> tuple[int, int] | None:
+        """(total, used) swap bytes. From SwapTotal and SwapFree of <procfs>/meminfo, as
+        ``psutil.swap_memory`` computes them (used = total - free), without the scan of
+        /proc/vmstat it also makes for page-in/out counts this collector does not report; from
+        ``psutil.swap_memory()`` when the file or those lines are missing."""
+        try:
+            with open(os.path.join(self._procfs, "meminfo"), "rb") as f:
+                text = f.read()
+            total = free = None
+            start = text.find(b"\nSwapTotal:")
+            if start >= 0:
+                total = int(text[start + 11:text.index(b"\n", start + 1)].split()[0]) * 1024
+            start = text.find(b"\nSwapFree:")
+            if start >= 0:
+                free = int(text[start + 10:text.index(b"\n", start + 1)].split()[0]) * 1024
+            if total is not None and free is not None:
+                return total, total - free
+        except (OSError, ValueError, IndexError):
+            pass
+        try:
+            swap = self._psutil.swap_memory()
+        except (OSError, RuntimeError):
+            return None
+        return swap.total, swap.used
 
     def _cpu_ratio(self) -> float | None:
         busy, total = cpu_busy_and_total(self._psutil.cpu_times(percpu=False))

@@ -19,6 +19,11 @@ _IB_STATE_ACTIVE = 4
 _IB_WORD_BYTES = 4
 _RATE_RE = re.compile(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*Gb/sec")
 
+# A link's speed only changes when it renegotiates, which takes the carrier down and up again
+# (carrier_changes moves): the speed file is read again then, when the link goes up or down, and
+# at least this often, rather than on every collection.
+SPEED_REFRESH_SECONDS = 60.0
+
 VALUE_NAMES = (
     "kind",
     "rx_bytes_total",
@@ -109,6 +114,8 @@ class NetworkCollector:
         self._prev: dict[str, tuple[float, int | None, int | None]] = {}
         self._kinds: dict[str, str] = {}  # interface -> link type, which does not change while it exists
         self._wanted_names: dict[str, bool] = {}
+        # interface -> ((carrier changes, up), when read, link speed in Mb/s): see SPEED_REFRESH_SECONDS.
+        self._speeds: dict[str, tuple[tuple[int | None, bool | None], float, int | None]] = {}
 
     def _ib_root(self) -> str:
         return os.path.join(self._sysfs, "class", "infiniband")
@@ -165,14 +172,25 @@ class NetworkCollector:
             stats = {}
         for gone in set(self._kinds) - set(counters):
             del self._kinds[gone]
+        for gone in set(self._speeds) - set(counters):
+            del self._speeds[gone]
+        now = time.monotonic()
         for name in sorted(counters):
             if not self._wanted(name):
                 continue
             c, st = counters[name], stats.get(name)
             base = os.path.join(self._sysfs, "class", "net", name)
-            speed_mbps = _read_int(os.path.join(base, "speed"))
-            if speed_mbps is None and not os.path.exists(os.path.join(base, "speed")) and st is not None:
-                speed_mbps = st.speed  # psutil reports unknown as 0
+            carrier_changes = _read_int(os.path.join(base, "carrier_changes"))
+            isup = st.isup if st is not None else None
+            known = self._speeds.get(name)
+            if known is not None and known[0] == (carrier_changes, isup) and carrier_changes is not None \
+                    and known[1] <= now < known[1] + SPEED_REFRESH_SECONDS:
+                speed_mbps = known[2]
+            else:
+                speed_mbps = _read_int(os.path.join(base, "speed"))
+                if speed_mbps is None and not os.path.exists(os.path.join(base, "speed")) and st is not None:
+                    speed_mbps = st.speed  # psutil reports unknown as 0
+                self._speeds[name] = ((carrier_changes, isup), now, speed_mbps)
             kind = self._kinds.get(name)
             if kind is None:
                 kind = self._kinds[name] = _ARPHRD_KIND.get(_read_int(os.path.join(base, "type")) or -1, "other")
@@ -192,7 +210,7 @@ class NetworkCollector:
                     if speed_mbps and speed_mbps > 0
                     else None,
                     "up": (1 if st.isup else 0) if st is not None else None,
-                    "carrier_changes_total": _read_int(os.path.join(base, "carrier_changes")),
+                    "carrier_changes_total": carrier_changes,
                     "mtu": st.mtu if st is not None and st.mtu > 0 else None,
                 },
             )
@@ -235,3 +253,4 @@ class NetworkCollector:
 
     def close(self) -> None:
         self._prev.clear()
+        self._speeds.clear()

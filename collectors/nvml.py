@@ -167,6 +167,7 @@ class NvmlCollector:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._field_errors = tuple(getattr(nvml, n) for n in _FIELD_ERRORS if hasattr(nvml, n))
+        self._field_error_codes: dict[int, bool] = {}  # NVML return code -> one of _field_errors?
         self.driver_version: str | None = None
         self.cuda_driver_version: int | None = None
 
@@ -304,6 +305,19 @@ class NvmlCollector:
             raise _GpuLost(str(exc) or "GPU is lost") from exc
         raise _GpuFailed(f"{name}: {exc}") from exc
 
+    def _field_failed(self, index: int, name: str, code: int) -> None:
+        """``_unavailable`` for a field entry that returned ``code``. Whether a code means "not
+        available here" is settled once per code; the common case (a field this GPU never has, every
+        cycle) then costs a set lookup rather than building an exception."""
+        field_error = self._field_error_codes.get(code)
+        if field_error is None:
+            exc = self.nvml.NVMLError(code)
+            field_error = self._field_error_codes[code] = bool(self._field_errors) and isinstance(
+                exc, self._field_errors)
+        if field_error and name in self._unsupported.get(index, ()):
+            return
+        self._unavailable(index, name, self.nvml.NVMLError(code))
+
     def _try(self, fn: Callable[..., Any], *args: Any) -> Any:
         try:
             return fn(*args)
@@ -413,11 +427,16 @@ class NvmlCollector:
         got = self._field(index, "field_values", self.nvml.nvmlDeviceGetFieldValues, dev.handle, dev.request)
         raw: dict[Any, int | float | None] = {}
         no_link_state = False
+        value_attr = _VALUE_ATTR
         for fv, request in zip(got or (), dev.request, strict=False):
-            if fv.nvmlReturn == 0:
-                raw[request] = _field_number(fv)
+            ret = fv.nvmlReturn
+            if ret == 0:
+                # _field_number(fv), inlined for the common types: this runs for every field of every GPU.
+                attr = value_attr.get(getattr(fv, "valueType", 3), "ullVal")
+                number = getattr(fv.value, attr, None)
+                raw[request] = int(number) if number is not None and attr != "dVal" else _field_number(fv)
             elif request in _BATCHED_COLUMN:
-                self._unavailable(index, _BATCHED_COLUMN[request], self.nvml.NVMLError(fv.nvmlReturn))
+                self._field_failed(index, _BATCHED_COLUMN[request], ret)
             elif isinstance(request, tuple) and request[0] == FI_NVLINK_STATE:
                 no_link_state = True
         if no_link_state:  # a driver without the per-link state field: ask link by link from now on
