@@ -23,7 +23,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -68,12 +67,6 @@ def rss_mib(pid: int) -> float | None:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def scrape(url: str) -> bytes:
@@ -121,6 +114,8 @@ def start_node_exporter() -> dict[str, Any]:
     binary = shutil.which(NODE_EXPORTER) or shutil.which("node_exporter")
     if binary is None:
         raise FileNotFoundError(f"{NODE_EXPORTER} is not installed (Debian package prometheus-node-exporter)")
+    from perfdoc import free_port
+
     port = free_port()
     cmd = [binary, f"--web.listen-address=127.0.0.1:{port}", "--collector.disable-defaults",
            *[f"--collector.{c}" for c in NE_COLLECTORS]]

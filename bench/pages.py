@@ -31,7 +31,6 @@ import os
 import pstats
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -52,7 +51,7 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE] + [_HERE]
 
 import fleetgen  # noqa: E402
-from perfdoc import ROOT, fmt_int, fs_type, header, median, package_version, table, write_section  # noqa: E402
+from perfdoc import ROOT, fmt_int, free_port, fs_type, header, median, package_version, table, write_section  # noqa: E402
 
 os.environ.setdefault("STREAMLIT_LOGGER_LEVEL", "error")  # "No runtime found" for data calls outside a run
 
@@ -286,12 +285,6 @@ def run_pages(url: str, now: float, reps: int, only: list[str] | None, clock: Fu
 
 class PromError(Exception):
     pass
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Prometheus:

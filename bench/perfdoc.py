@@ -8,6 +8,7 @@ import os
 import platform
 import re
 import shlex
+import socket
 import sys
 import tempfile
 from collections.abc import Iterable, Sequence
@@ -16,6 +17,13 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "PERFORMANCE.md"
+
+
+def free_port() -> int:
+    """A TCP port free on the loopback interface right now, for a server the benchmark starts."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def cpu_model() -> str:
