@@ -28,7 +28,8 @@ def add_parser(i_sub: Any, add_db: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from db.engine import ensure_schema, make_engine, redact, resolve_url
     from gpufleet.cli import UserError
-    from gpufleet.promimport import PrometheusImporter, PromSource, default_lag, iso, parse_step, parse_time
+    from gpufleet.promimport import PrometheusImporter, PromSource, default_lag, iso, parse_step
+    from gpufleet.timeargs import parse_time
 
     step = parse_step(args.step)
     now = time.time()

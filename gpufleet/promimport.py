@@ -52,31 +52,6 @@ POINT_BUDGET = 400_000  # points per chunk, all series together: bounds the memo
 # -- user input -------------------------------------------------------------------------------
 
 
-def parse_time(text: str, now: float, name: str) -> float:
-    """Epoch seconds from ``now``, ``-6h`` (relative to now), epoch seconds or RFC 3339 (naive is UTC)."""
-    t = text.strip()
-    if t == "now":
-        return now
-    if t.startswith("-"):
-        try:
-            return now - parse_duration(t[1:])
-        except ValueError:
-            raise UserError(f"{name} {text!r}: expected a duration like -6h") from None
-    try:
-        number = float(t)
-    except ValueError:
-        pass
-    else:
-        if math.isfinite(number) and number >= 0:
-            return number
-        raise UserError(f"{name} {text!r} is not a time")
-    try:
-        when = dt.datetime.fromisoformat(t[:-1] + "+00:00" if t.endswith(("Z", "z")) else t)
-    except ValueError:
-        raise UserError(f"{name} {text!r} is not a time (RFC 3339, epoch seconds, now or e.g. -6h)") from None
-    return (when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)).timestamp()
-
-
 def parse_step(text: str) -> int:
     """Whole seconds (``15``, ``15s``, ``1m``): the client sends whole-second range bounds, so a
     fractional step would drift off the grid."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from typing import Any
 
 DAY = 86400.0
@@ -28,8 +29,8 @@ def add_parser(p_sub: Any, add_db: Any) -> None:
     p.add_argument("--capacity", type=float, metavar="N", help="latest capacity, overriding what the data says")
     p.add_argument("--planned", action="append", default=[], metavar="DATE=N",
                    help="planned capacity N from DATE on (repeatable)")
-    p.add_argument("--start", metavar="T", help="history start (ISO time or epoch seconds; store only; default: "
-                   "28 days before --end, or the first job)")
+    p.add_argument("--start", metavar="T", help="history start (ISO time, epoch seconds or e.g. -30d; store only; "
+                   "default: 28 days before --end, or the first job)")
     p.add_argument("--end", metavar="T", help="history end (default: the newest job or now)")
     p.add_argument("--horizon-days", type=float, default=14.0, help="how far ahead to forecast (14)")
     p.add_argument("--backtest-days", type=float, default=7.0, help="horizon of each backtest fold (7)")
@@ -42,13 +43,9 @@ def add_parser(p_sub: Any, add_db: Any) -> None:
 
 
 def _time(value: str | None, name: str) -> float | None:
-    from gpufleet.cli import UserError
-    from planner.jobformats import RowError, parse_time
+    from gpufleet.timeargs import parse_time
 
-    try:
-        return parse_time(value, name)
-    except RowError as exc:
-        raise UserError(str(exc)) from exc
+    return None if value is None else parse_time(value, time.time(), name)
 
 
 def _planned(values: list[str]) -> list[tuple[Any, float]]:

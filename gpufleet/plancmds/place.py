@@ -19,22 +19,18 @@ def add_parser(p_sub: Any, add_db: Any) -> None:
     p.add_argument("--gpus", type=int, required=True, metavar="N", help="GPUs the job needs")
     p.add_argument("--model", metavar="M", help="GPU model, or a part of its name (H100)")
     p.add_argument("--top", type=int, default=5, metavar="K", help="options to show (5)")
-    p.add_argument("--at", metavar="T", help="advise on the fleet as it was at T (ISO time or epoch seconds; "
-                   "default now)")
+    p.add_argument("--at", metavar="T", help="advise on the fleet as it was at T (ISO time, epoch seconds or "
+                   "e.g. -6h; default now)")
     p.add_argument("--json", action="store_true", help="print JSON")
     add_db(p)
 
 
 def at_time(value: str | None) -> float:
-    """``--at``: epoch seconds or ISO 8601 (naive is UTC); now when absent."""
-    from gpufleet.cli import UserError
-    from planner.jobformats import RowError, parse_time
+    """``--at``: any time ``gpufleet.timeargs`` reads (now, -6h, epoch seconds, ISO 8601); now when absent."""
+    from gpufleet.timeargs import parse_time
 
-    try:
-        when = parse_time(value, "--at")
-    except RowError as exc:
-        raise UserError(str(exc)) from exc
-    return time.time() if when is None else when
+    now = time.time()
+    return now if value is None else parse_time(value, now, "--at")
 
 
 def open_store(url: str | None) -> Any:

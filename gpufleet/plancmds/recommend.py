@@ -23,7 +23,7 @@ def add_parser(p_sub: Any, add_db: Any) -> None:
     p.add_argument("--kind", action="append", default=[], metavar="K",
                    help=f"only these kinds (repeatable or comma-separated: {', '.join(KINDS)})")
     p.add_argument("--window-days", type=float, default=7.0, help="range the rules look at (7 days)")
-    p.add_argument("--at", metavar="T", help="end of the range (ISO time or epoch seconds; default now)")
+    p.add_argument("--at", metavar="T", help="end of the range (ISO time, epoch seconds or e.g. -1d; default now)")
     p.add_argument("--vc-capacity", action="append", default=[], metavar="VC=GPUS",
                    help="GPUs of a partition for the quota rule (repeatable; default: GPUs of the nodes whose "
                    "cluster or 'partition' label names it)")

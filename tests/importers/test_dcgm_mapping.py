@@ -9,8 +9,9 @@ import pytest
 from collectors import dcgm
 from db.models import SAMPLE_TABLES
 from gpufleet.cli import UserError
-from gpufleet.promimport import MAX_STEPS, chunk_bounds, parse_step, parse_time
+from gpufleet.promimport import MAX_STEPS, chunk_bounds, parse_step
 from gpufleet.promsource import redact
+from gpufleet.timeargs import parse_time
 
 MIB = 2**20
 

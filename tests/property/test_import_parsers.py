@@ -20,6 +20,7 @@ from sqlalchemy import Engine, func, select
 
 from agent.exporter import render_text
 from db.engine import make_engine, upgrade
+from gpufleet import timeargs
 from gpufleet.cli import UserError
 from tests.property.strategies import FAST, TEXT, damaged
 
@@ -101,7 +102,7 @@ def test_job_files(engine: Engine, fmt: str) -> None:
 @given(st.one_of(TEXT, st.sampled_from(["now", "-6h", "-1h30m", "-", "-x", "1700000000", "-1", "nan", "inf",
                                         "2024-03-01T10:00:00Z", "2024-13-01", "1e999"])))
 def test_prometheus_times_and_steps(text: str) -> None:
-    for parse in (lambda t: promimport.parse_time(t, 1.7e9, "--start"), promimport.parse_step):
+    for parse in (lambda t: timeargs.parse_time(t, 1.7e9, "--start"), promimport.parse_step):
         try:
             value = parse(text)
         except UserError as exc:
