@@ -257,6 +257,23 @@ class RecordedNVML:
         return call
 
 
+class IntervalClock:
+    """The fake NVML's clock here: real time plus one agent interval per collection. The benchmark
+    runs cycles back to back (dozens within one 1/16 s tick of the fake), where a production agent
+    collects once per interval, so every collection must see a new simulated tick, as in
+    production; otherwise what the fake works out once per tick would be shared across cycles."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self.offset = 0.0
+
+    def __call__(self) -> float:
+        return time.time() + self.offset
+
+    def tick(self) -> None:
+        self.offset += self.interval
+
+
 def child_main(args: argparse.Namespace) -> int:
     import logging
 
@@ -270,7 +287,8 @@ def child_main(args: argparse.Namespace) -> int:
     from collectors.nvml import NvmlCollector
     from collectors.storage import StorageCollector
 
-    fake = FakeNVML(load_scenario(args.scenario), node_name="bench-node", gpu_count=args.gpus)
+    clock = IntervalClock(10.0)
+    fake = FakeNVML(load_scenario(args.scenario), node_name="bench-node", gpu_count=args.gpus, clock=clock)
     nvml: Any = RecordedNVML(fake) if args.nvml == "recorded" else fake
     paths = [p for p in args.fs_paths.split(",") if p] or ["/"]
     cfg = AgentConfig(node_name="bench-node", interval=10.0, spool_dir=os.path.join(args.workdir, "spool"),
@@ -305,17 +323,20 @@ def child_main(args: argparse.Namespace) -> int:
                 reply(ok=True)
             elif cmd == "nvml":
                 for _ in range(int(arg or 1)):
+                    clock.tick()
                     gpu.collect()
                     nvml_collects += 1
                 reply(ok=True)
             elif cmd == "collect":
                 for _ in range(int(arg or 1)):
+                    clock.tick()
                     agent.collect()
                     nvml_collects += 1
                 reply(ok=True)
             elif cmd == "store":
                 assert agent.store is not None
                 for _ in range(int(arg or 1)):
+                    clock.tick()
                     agent.cycle()
                     agent.store.flush()
                 reply(ok=True, written=agent.store.written_batches, failures=agent.store.failures,
@@ -325,7 +346,7 @@ def child_main(args: argparse.Namespace) -> int:
                     render_text(registry)
                 reply(ok=True)
             elif cmd == "profile":
-                reply(text=_profile(agent, int(arg or 50)))
+                reply(text=_profile(agent, int(arg or 50), clock.tick))
             elif cmd == "stats":
                 calls = nvml.calls if isinstance(nvml, RecordedNVML) else None
                 per = calls / nvml_collects if calls is not None and nvml_collects else None
@@ -344,7 +365,7 @@ def child_main(args: argparse.Namespace) -> int:
     return 0
 
 
-def _profile(agent: Any, n: int) -> str:
+def _profile(agent: Any, n: int, tick: Callable[[], None]) -> str:
     """cProfile over n × (collection + rendering /metrics as the agent's server renders it for the
     first scrape of a new collection: ``render_text`` over the agent's registry, which writes the
     text format straight from the snapshot), top 10 by cumulative and by own time, plus the share
@@ -359,6 +380,7 @@ def _profile(agent: Any, n: int) -> str:
     prof = cProfile.Profile()
     prof.enable()
     for _ in range(n):
+        tick()
         agent.collect()
         render_text(registry)
     prof.disable()
@@ -581,7 +603,9 @@ def main(argv: list[str] | None = None) -> int:
             "`clock_gettime`) before and after, divided by the count",
             "- scrapes send Prometheus 2.x's `Accept` and `Accept-Encoding: gzip` headers, a new connection "
             f"each; both exporters cover the same interfaces (lo included) and filesystems ({paths}); the "
-            f"agent runs the `{args.scenario}` scenario with {args.gpus} GPUs",
+            f"agent runs the `{args.scenario}` scenario with {args.gpus} GPUs; the fake's clock moves on one "
+            "agent interval (10 s) per collection, so that each collection, like each production cycle, sees "
+            "a new simulated tick and shares nothing the fake works out per tick with the one before",
             "",
             *lines,
             "",

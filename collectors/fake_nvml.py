@@ -14,6 +14,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Sequence
+from operator import attrgetter
 from types import SimpleNamespace
 from typing import Any
 
@@ -167,19 +168,39 @@ class _FieldUnion:
     uiVal = property(lambda self: self._v & 0xFFFFFFFF)
     ulVal = property(lambda self: self._v & _M64)
     ullVal = property(lambda self: self._v & _M64)
-    sllVal = property(lambda self: self._v)
+    sllVal = property(attrgetter("_v"))
     siVal = property(lambda self: self._v & 0x7FFFFFFF)
     usVal = property(lambda self: self._v & 0xFFFF)
 
 
+class _Unsigned64(_FieldUnion):
+    """A union holding 0 <= v < 2**64 (every counter): the 64-bit members are the number itself,
+    read without masking (a C getter rather than a Python call per read)."""
+
+    __slots__ = ()
+    ulVal = ullVal = property(attrgetter("_v"))
+
+
+class _Unsigned32(_Unsigned64):
+    """A union holding 0 <= v < 2**32 (link states, temperatures, small counters): the 32-bit
+    unsigned member is the number too."""
+
+    __slots__ = ()
+    uiVal = property(attrgetter("_v"))
+
+
 # Unions are immutable: entries share one for each small value (every link state, every zero
 # counter, every failed entry) instead of each building its own.
-_SMALL = tuple(_FieldUnion(v) for v in range(256))
+_SMALL = tuple(_Unsigned32(v) for v in range(256))
 _ZERO = _SMALL[0]
 
 
 def _union(v: int) -> _FieldUnion:
-    return _SMALL[v] if type(v) is int and 0 <= v < 256 else _FieldUnion(v)
+    if type(v) is int and v >= 0:
+        if v < 256:
+            return _SMALL[v]
+        return _Unsigned32(v) if v <= 0xFFFFFFFF else _Unsigned64(v) if v <= _M64 else _FieldUnion(v)
+    return _FieldUnion(v)
 
 
 # Reads one field of a GPU at a time, for a scope: (value type, value), or raises its NVMLError.
@@ -200,8 +221,8 @@ def _nvlink_error_reader(counter: int) -> _Reader:
 
 # Fields whose answer depends only on the model and the scope, never on the GPU or the time.
 _FIXED_FIELDS = frozenset({NVML_FI_DEV_NVLINK_LINK_COUNT, NVML_FI_DEV_NVLINK_GET_STATE})
-# One requested field: id, scope, and either a reader of (value type, value) or a fixed
-# (value type, return code, value).
+# One requested field: id, scope, and either a reader of (value type, value) or the fixed answer
+# (id, scope, value type, return code, value).
 _PlanEntry = tuple[int, int, Any, Any]
 
 
@@ -210,10 +231,15 @@ class _FieldValue:
 
     __slots__ = ("fieldId", "scopeId", "timestamp", "latencyUsec", "valueType", "nvmlReturn", "value")
 
-    def __init__(self, field_id: int, scope_id: int, timestamp: int, value_type: int, ret: int,
+    def __init__(self, timestamp: int, field_id: int, scope_id: int, value_type: int, ret: int,
                  value: _FieldUnion) -> None:
-        self.fieldId, self.scopeId, self.timestamp, self.latencyUsec = field_id, scope_id, timestamp, 0
-        self.valueType, self.nvmlReturn, self.value = value_type, ret, value
+        self.fieldId = field_id
+        self.scopeId = scope_id
+        self.timestamp = timestamp
+        self.latencyUsec = 0
+        self.valueType = value_type
+        self.nvmlReturn = ret
+        self.value = value
 
 
 class FakeNVML:
@@ -544,24 +570,24 @@ class FakeNVML:
         link in ``scopeId``, as in nvml.h: pass ``(fieldId, 0xFFFFFFFF)`` for the sum over all
         links; a bare field id means link 0 (for link state too)."""
         g, t = self._dev(handle)
-        out, stamp = [], int((self.start + t) * 1e6)
+        stamp = int((self.start + t) * 1e6)
+        out = []
         for fid, scope, reader, fixed in self._field_plan(fieldIds):
             if reader is None:  # the same answer at any time, for any GPU of this model
-                vtype, ret, value = fixed
-                out.append(_FieldValue(fid, scope, stamp, vtype, ret, value))
+                out.append(_FieldValue(stamp, *fixed))
                 continue
             try:
                 vtype, v = reader(g, t, scope)
-                ret = NVML_SUCCESS
+                out.append(_FieldValue(stamp, fid, scope, vtype, NVML_SUCCESS, _union(v)))
             except NVMLError as exc:
-                ret, vtype, v = exc.value, NVML_VALUE_TYPE_DOUBLE, 0
-            out.append(_FieldValue(fid, scope, stamp, vtype, ret, _union(v)))
+                out.append(_FieldValue(stamp, fid, scope, NVML_VALUE_TYPE_DOUBLE, exc.value, _ZERO))
         return out
 
     def _field_plan(self, fieldIds: Sequence[Any]) -> list[_PlanEntry]:
         """(field id, scope, reader, fixed answer) per requested field: a reader for fields that
-        depend on the GPU and the time, else the answer itself (link count and link states, fields
-        the model does not support). Remembered per request, which a collector repeats every cycle."""
+        depend on the GPU and the time, else the answer itself, (field id, scope, value type, return
+        code, value) (link count and link states, fields the model does not support). Remembered
+        per request, which a collector repeats every cycle."""
         key = fieldIds if type(fieldIds) is tuple else None
         plan = self._plans.get(key) if key is not None else None
         if plan is not None:
@@ -574,13 +600,13 @@ class FakeNVML:
                 fid, scope = f, 0
             reader = self._field_readers.get(fid)
             if reader is None:  # a field this model (or the fake) lacks
-                plan.append((fid, scope, None, (NVML_VALUE_TYPE_DOUBLE, NVML_ERROR_NOT_SUPPORTED, _ZERO)))
+                plan.append((fid, scope, None, (fid, scope, NVML_VALUE_TYPE_DOUBLE, NVML_ERROR_NOT_SUPPORTED, _ZERO)))
             elif fid in _FIXED_FIELDS:
                 try:
                     vtype, v = reader(self._gpus[0], 0.0, scope)
-                    plan.append((fid, scope, None, (vtype, NVML_SUCCESS, _union(v))))
+                    plan.append((fid, scope, None, (fid, scope, vtype, NVML_SUCCESS, _union(v))))
                 except NVMLError as exc:
-                    plan.append((fid, scope, None, (NVML_VALUE_TYPE_DOUBLE, exc.value, _ZERO)))
+                    plan.append((fid, scope, None, (fid, scope, NVML_VALUE_TYPE_DOUBLE, exc.value, _ZERO)))
             else:
                 plan.append((fid, scope, reader, None))
         if key is not None:
@@ -688,8 +714,8 @@ class FakeNVML:
 
     def _remapped(self, g: SimulatedGpu, t: float) -> tuple[int, int, int, int]:
         self._need(self.model.ecc and self.model.row_remapping)
-        unc = g.ecc(t, uncorrected=True, aggregate=True)
-        return (g.ecc(t, uncorrected=False, aggregate=True) // 100, unc, 1 if unc else 0, 0)
+        _, corrected, unc = g.ecc_counts(t)
+        return (corrected // 100, unc, 1 if unc else 0, 0)
 
     # ---- MIG ----------------------------------------------------------------------------------
     def nvmlDeviceGetMigMode(self, device: Any) -> list[int]:

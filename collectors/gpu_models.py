@@ -182,6 +182,9 @@ class SimulatedGpu:
         self._lock = threading.Lock()
         self._cache: tuple[float, SimpleNamespace] | None = None
         self._counters: tuple[float, tuple[float, float]] | None = None  # counters() for the last t asked
+        self._ecc_counts: tuple[float, tuple[int, int, int]] | None = None  # ecc_counts() for the last t
+        self._pcie: tuple[float, tuple[int, ...]] | None = None  # pcie_kbs() both ways, for the last t
+        self._ecc_rates = [(f.at, f.end, f.param("per_hour") or 0.0) for f in faults if f.kind == "ecc_corrected"]
         self.windows = {kind: [(f.at, f.end) for f in faults if f.kind == kind]
                         for kind in ("missing", "nvml_timeout", "thermal", "powercap", "slow")}
         # A GPU that fell off the bus (79) or stopped working (95) stays so until the fault's
@@ -328,15 +331,31 @@ class SimulatedGpu:
         return int(max(t, 0.0) * self._replay_rate)
 
     def pcie_kbs(self, t: float, rx: bool) -> int:
-        wobble = 1 + 0.3 * smooth_noise(self.key ^ (11 + rx), self.start + t, 5.0)
-        return int((300 + self.state(t).util * self._pcie_kbs * (1 + rx)) * wobble)
+        """PCIe throughput in KB/s, TX or RX. Both directions are worked out together and kept for
+        the last t asked: a collector reads both every tick."""
+        cached = self._pcie
+        if cached is None or cached[0] != t:
+            util, a = self.state(t).util, self.start + t
+            cached = self._pcie = (t, tuple(
+                int((300 + util * self._pcie_kbs * (1 + d)) * (1 + 0.3 * smooth_noise(self.key ^ (11 + d), a, 5.0)))
+                for d in (0, 1)))
+        return cached[1][1 if rx else 0]
 
     def ecc(self, t: float, uncorrected: bool, aggregate: bool) -> int:
-        if uncorrected:
-            return bisect_right(self._unc_times, t)
-        count = sum(int(max(0.0, min(t, f.end) - f.at) * (f.param("per_hour") or 0.0) / 3600)
-                    for f in self.faults if f.kind == "ecc_corrected")
-        return count + (self._ecc_corr0 if aggregate else 0)
+        corrected, corrected_aggregate, uncorrected_count = self.ecc_counts(t)
+        return uncorrected_count if uncorrected else corrected_aggregate if aggregate else corrected
+
+    def ecc_counts(self, t: float) -> tuple[int, int, int]:
+        """(corrected volatile, corrected aggregate, uncorrected) ECC errors at t. Remembered for the
+        last t asked: a tick's ECC fields, retired pages and remapped rows all read them (a dozen
+        reads per GPU), as a driver answers each from the same sampled counters."""
+        cached = self._ecc_counts
+        if cached is not None and cached[0] == t:
+            return cached[1]
+        corrected = sum(int(max(0.0, min(t, end) - at) * per_hour / 3600) for at, end, per_hour in self._ecc_rates)
+        result = (corrected, corrected + self._ecc_corr0, bisect_right(self._unc_times, t))
+        self._ecc_counts = (t, result)
+        return result
 
     def xid_messages(self, f: Fault, first: bool) -> list[str]:
         """What the driver logs for XID fault ``f``; the GPU's first XID also names its UUID and serial."""

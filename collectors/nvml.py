@@ -12,6 +12,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from operator import attrgetter
 from types import SimpleNamespace
 from typing import Any
 
@@ -68,8 +69,8 @@ NVLINK_COLUMNS = ("nvlink_links_active", "nvlink_tx_bytes_total", "nvlink_rx_byt
 # Static values (the inventory, and the maxima every sample repeats) are read again this often,
 # not every cycle; a GPU that comes back after an error is read again at once.
 INVENTORY_REFRESH_SECONDS = 300.0
-_BATCHED_COLUMN = dict(BATCHED_FIELDS)
-_BATCHED_IDS = tuple(_BATCHED_COLUMN)
+_BATCHED_IDS = tuple(fid for fid, _ in BATCHED_FIELDS)
+_BATCHED_COLUMNS = tuple(column for _, column in BATCHED_FIELDS)
 
 # An NVML call that fails for being unsupported leaves these columns NULL.
 _CALL_COLUMNS = {
@@ -423,26 +424,37 @@ class NvmlCollector:
     def _field_values(self, index: int, dev: _Device) -> dict[str, Any]:
         """Energy, memory temperature, the PCIe replay counter, ECC totals, retired pages, remapped
         rows and NVLink (state of each link, throughput, errors) in one ``nvmlDeviceGetFieldValues``
-        call, where single calls would take 14 plus one per NVLink."""
-        got = self._field(index, "field_values", self.nvml.nvmlDeviceGetFieldValues, dev.handle, dev.request)
-        raw: dict[Any, int | float | None] = {}
+        call, where single calls would take 14 plus one per NVLink.
+
+        NVML fills one entry per requested field, in request order, and the request's layout is
+        fixed (``_Device.set_links``): the batched fields, then the NVLink fields, then one state
+        per link; so each answer is taken by its position, not looked up by its request."""
+        request = dev.request
+        got = self._field(index, "field_values", self.nvml.nvmlDeviceGetFieldValues, dev.handle, request)
+        numbers: list[int | float | None] = [None] * len(request)
         no_link_state = False
-        value_attr = _VALUE_ATTR
-        for fv, request in zip(got or (), dev.request, strict=False):
+        getters, ull, batched = _INT_GETTERS, _ULL_GETTER, len(_BATCHED_IDS)
+        first_state = batched + len(NVLINK_FIELDS)
+        for position, fv in zip(range(len(request)), got or (), strict=False):
             ret = fv.nvmlReturn
             if ret == 0:
-                # _field_number(fv), inlined for the common types: this runs for every field of every GPU.
-                attr = value_attr.get(getattr(fv, "valueType", 3), "ullVal")
-                number = getattr(fv.value, attr, None)
-                raw[request] = int(number) if number is not None and attr != "dVal" else _field_number(fv)
-            elif request in _BATCHED_COLUMN:
-                self._field_failed(index, _BATCHED_COLUMN[request], ret)
-            elif isinstance(request, tuple) and request[0] == FI_NVLINK_STATE:
+                # _field_number(fv), inlined for the integer types: this runs for every field of every GPU.
+                getter = getters.get(getattr(fv, "valueType", 3), ull)
+                if getter is None:  # a double
+                    numbers[position] = _field_number(fv)
+                    continue
+                try:
+                    numbers[position] = int(getter(fv.value))
+                except (AttributeError, TypeError):  # no such member, or None: as _field_number answers
+                    numbers[position] = _field_number(fv)
+            elif position < batched:
+                self._field_failed(index, _BATCHED_COLUMNS[position], ret)
+            elif position >= first_state:
                 no_link_state = True
         if no_link_state:  # a driver without the per-link state field: ask link by link from now on
             dev.link_fallback = True
             dev.set_links(dev.links)
-        v: dict[str, Any] = {column: raw.get(fid) for fid, column in BATCHED_FIELDS}
+        v: dict[str, Any] = dict(zip(_BATCHED_COLUMNS, numbers, strict=False))
         temp, energy = v["temperature_memory_celsius"], v["energy_joules_total"]
         v["temperature_memory_celsius"] = float(temp) if temp is not None else None
         v["energy_joules_total"] = energy / 1000 if energy is not None else None
@@ -453,10 +465,10 @@ class NvmlCollector:
             if dev.link_fallback:
                 v["nvlink_links_active"] = self._active_links(index, dev.handle, dev.links)
             else:
-                states = [raw.get((FI_NVLINK_STATE, link)) for link in range(dev.links)]
-                v["nvlink_links_active"] = sum(1 for s in states if s) if None not in states else None
-            tx, rx = raw.get(NVLINK_FIELDS[0]), raw.get(NVLINK_FIELDS[1])
-            errors = [e for e in (raw.get(f) for f in FI_NVLINK_ERRORS) if e is not None]
+                states = numbers[first_state:first_state + dev.links]
+                v["nvlink_links_active"] = len(states) - states.count(0) if None not in states else None
+            tx, rx = numbers[batched], numbers[batched + 1]
+            errors = [e for e in numbers[batched + 2:first_state] if e is not None]
             v["nvlink_tx_bytes_total"] = tx * 1024.0 if tx is not None else None
             v["nvlink_rx_bytes_total"] = rx * 1024.0 if rx is not None else None
             v["nvlink_errors_total"] = int(sum(errors)) if errors else None
@@ -630,6 +642,10 @@ class NvmlCollector:
 
 
 _VALUE_ATTR = {0: "dVal", 1: "uiVal", 2: "ulVal", 3: "ullVal", 4: "sllVal", 5: "siVal", 6: "usVal"}
+# The integer members by value type, read in C; a double (0) goes through _field_number.
+_INT_GETTERS: dict[int, Callable[[Any], Any] | None] = {
+    kind: attrgetter(attr) if kind else None for kind, attr in _VALUE_ATTR.items()}
+_ULL_GETTER = attrgetter("ullVal")  # an unknown value type reads as unsigned long long, as _field_number does
 
 
 def _field_number(fv: Any) -> int | float | None:

@@ -144,13 +144,20 @@ def _get(port: int) -> bytes:
 def test_metrics_server_reuses_its_threads_and_a_stalled_client_blocks_nobody() -> None:
     server = MetricsServer(_Agent(), "127.0.0.1", 0)
     try:
+        def settled() -> None:
+            """Until the worker has gone back to waiting (it does so just after the reply is sent;
+            a client that asks again sooner gets a second worker, which is fine but not this test)."""
+            deadline = time.monotonic() + 5
+            while not server.httpd._idle and time.monotonic() < deadline:  # noqa: SLF001
+                time.sleep(0.005)
+
         first = _get(server.server_port)
         assert b"gpufleet_agent_info" in first
-        time.sleep(0.05)
+        settled()
         before = {t.ident for t in threading.enumerate() if t.name == "metrics-request"}
         for _ in range(5):
             assert _get(server.server_port) == first
-        time.sleep(0.05)
+            settled()
         after = {t.ident for t in threading.enumerate() if t.name == "metrics-request"}
         assert len(before) == 1 and after == before  # one worker served them all
         stalled = socket.create_connection(("127.0.0.1", server.server_port))  # sends nothing
