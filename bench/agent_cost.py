@@ -266,12 +266,14 @@ class IntervalClock:
     def __init__(self, interval: float) -> None:
         self.interval = interval
         self.offset = 0.0
+        self.moved: Callable[[], None] = lambda: None  # the fake's clock_moved, so its event wait need not poll
 
     def __call__(self) -> float:
         return time.time() + self.offset
 
     def tick(self) -> None:
         self.offset += self.interval
+        self.moved()
 
 
 def child_main(args: argparse.Namespace) -> int:
@@ -288,7 +290,9 @@ def child_main(args: argparse.Namespace) -> int:
     from collectors.storage import StorageCollector
 
     clock = IntervalClock(10.0)
-    fake = FakeNVML(load_scenario(args.scenario), node_name="bench-node", gpu_count=args.gpus, clock=clock)
+    fake = FakeNVML(load_scenario(args.scenario), node_name="bench-node", gpu_count=args.gpus, clock=clock,
+                    clock_notifies=True)
+    clock.moved = fake.clock_moved
     nvml: Any = RecordedNVML(fake) if args.nvml == "recorded" else fake
     paths = [p for p in args.fs_paths.split(",") if p] or ["/"]
     cfg = AgentConfig(node_name="bench-node", interval=10.0, spool_dir=os.path.join(args.workdir, "spool"),

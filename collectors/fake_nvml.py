@@ -254,12 +254,15 @@ class FakeNVML:
 
     def __init__(self, scenario: Scenario | str, *, clock: Callable[[], float] = time.time,
                  start: float | None = None, seed: int = 0, gpu_count: int | None = None,
-                 node_name: str | None = None) -> None:
+                 node_name: str | None = None, clock_notifies: bool = False) -> None:
         self.scenario = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
         model = get_model(self.scenario.model)
         assert model is not None  # Scenario validated it
         self.model: GpuModel = model
         self._clock = clock
+        # An injected clock may jump without telling: event waits then look again every 20 ms.
+        # One whose owner calls clock_moved() after each jump is waited on like real time.
+        self._clock_notifies = clock is time.time or clock_notifies
         self.start = clock() if start is None else float(start)
         self.seed, self.node_name = seed, node_name or ""
         count = self.scenario.gpus if gpu_count is None else gpu_count
@@ -805,12 +808,17 @@ class FakeNVML:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise NVMLError_Timeout()
-                if self._clock is time.time:  # real time: sleep until the next event is due
+                if self._clock_notifies:  # sleep until the next event is due (or the clock jumps)
                     self._cond.wait(min(remaining, max(next_at - t, 0.001)))
                 else:  # an injected clock can move without telling us
                     self._cond.wait(min(remaining, 0.02))
 
     nvmlEventSetWait = nvmlEventSetWait_v2
+
+    def clock_moved(self) -> None:
+        """Tell event waits that the injected clock jumped (``clock_notifies=True``)."""
+        with self._cond:
+            self._cond.notify_all()
 
     def nvmlEventSetFree(self, eventSet: Any) -> None:
         with self._cond:

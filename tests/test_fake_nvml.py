@@ -587,6 +587,28 @@ def test_each_xid_is_delivered_once_when_due() -> None:
     nvml.nvmlEventSetFree(other)
 
 
+def test_an_injected_clock_that_notifies_is_waited_on_without_polling() -> None:
+    """With ``clock_notifies=True`` an event wait sleeps until the next event is due or the clock's
+    owner says it jumped (``clock_moved``), rather than waking every 20 ms to look."""
+    clock = Clock()
+    nvml = FakeNVML(load_scenario("xid79"), clock=clock, start=START, node_name="n", clock_notifies=True)
+    nvml.nvmlInit()
+    event_set = register_all(nvml, nvml.nvmlEventTypeXidCriticalError)
+    got: list[int] = []
+    waits = []
+    wait = nvml._cond.wait  # noqa: SLF001 - counting the wait's wake-ups
+    nvml._cond.wait = lambda timeout=None: waits.append(timeout) or wait(timeout)  # type: ignore[method-assign]  # noqa: SLF001
+    waiter = threading.Thread(target=lambda: got.append(nvml.nvmlEventSetWait_v2(event_set, 10_000).eventData))
+    waiter.start()
+    time.sleep(0.3)
+    assert not got and len(waits) == 1  # asleep until the fault is due; polling would have woken ~15 times
+    clock.at(FAULT_DEADLINE_S)
+    nvml.clock_moved()
+    waiter.join(timeout=2)
+    assert got == [79]
+    nvml.nvmlEventSetFree(event_set)
+
+
 def test_xid48_also_raises_a_double_bit_ecc_event() -> None:
     nvml, clock = make("xid48")
     event_set = register_all(nvml, nvml.nvmlEventTypeXidCriticalError | nvml.nvmlEventTypeDoubleBitEccError)
