@@ -619,7 +619,8 @@ def main(argv: list[str] | None = None) -> int:
             "the same NVML collector code, but each NVML call returns a value recorded from the fake (a dict "
             "lookup) and the event wait blocks, as the driver's does; on real GPUs add the driver's time per "
             "call (and nvidia-ml-py's ctypes wrapper) to that row. The idle rows are CPU the agent spends "
-            "between cycles (the fake's event wait polls every 20 ms). The spool + store row is work the "
+            "between cycles (the NVML event thread's 500 ms waits and the HTTP server's 0.5 s poll). The spool + "
+            "store row is work the "
             "agent's writer thread does per batch, outside the issue's definition of a cycle.",
         ])
     return 0
