@@ -139,13 +139,20 @@ def _family_name(name: str, counter: bool) -> str:
     return full.removesuffix("_total") if counter else full
 
 
+# Each table's specs with the family name worked out once: (family name, column, counter?, help).
+_FULL_SPECS: dict[int, list[tuple[str, str, bool, str]]] = {}
+
+
 def _table(specs: list[tuple[str, str, bool, str]], labels: tuple[str, ...],
            rows: list[tuple[Labels, dict[str, Any]]]) -> Iterator[Family]:
     """One family per spec over the rows that have a number in its column; empty ones are left out."""
-    for name, column, counter, help_text in specs:
+    full = _FULL_SPECS.get(id(specs))
+    if full is None:
+        full = _FULL_SPECS[id(specs)] = [(_family_name(n, c), col, c, h) for n, col, c, h in specs]
+    for name, column, counter, help_text in full:
         out = [(lab, v) for lab, values in rows if isinstance(v := values.get(column), _NUMBER)]
         if out:
-            yield _family_name(name, counter), counter, help_text, labels, out
+            yield name, counter, help_text, labels, out
 
 
 class SnapshotCollector:
@@ -160,6 +167,7 @@ class SnapshotCollector:
         self.node = node
         self._labelsets: dict[tuple[tuple[str, ...], tuple[str, ...]], Labels] = {}
         self._numbers: dict[float, str] = {}
+        self._heads: dict[tuple[str, bool, str], tuple[str, str]] = {}  # family → (sample name, HELP + TYPE)
 
     def describe(self) -> list[Metric]:
         return []  # no describe-time collection, so registering does not scrape
@@ -182,12 +190,19 @@ class SnapshotCollector:
 
     def render(self) -> str:
         out: list[str] = []
-        number, known = self._number, self._numbers
+        number, known, heads = self._number, self._numbers, self._heads
         for name, counter, help_text, _names, rows in self.families():
-            sample = f"{name}_total" if counter else name
-            out.append(_header(sample, "counter" if counter else "gauge", help_text))
-            # The cache is asked inline (a method call per sample costs as much as the lookup).
-            out.extend([f"{sample}{lab.text} {known.get(value) or number(value)}\n" for lab, value in rows])
+            head = heads.get((name, counter, help_text))
+            if head is None:
+                sample = f"{name}_total" if counter else name
+                head = heads[(name, counter, help_text)] = (
+                    sample, _header(sample, "counter" if counter else "gauge", help_text))
+            sample = head[0]
+            out.append(head[1])
+            # The cache is asked inline (a method call per sample costs as much as the lookup); zeros,
+            # a third of the page, are not in it (0 and -0.0 are one key but two texts).
+            out.extend([f"{sample}{lab.text} {known.get(value) or (number(value) if value else _zero(value))}\n"
+                        for lab, value in rows])
         return "".join(out)
 
     def _number(self, value: float) -> str:
@@ -196,7 +211,7 @@ class SnapshotCollector:
         text = self._numbers.get(value)
         if text is None:
             if value == 0:  # 0, 0.0 and -0.0 are one key but two texts: not cached, and cheap
-                return "-0.0" if math.copysign(1.0, value) < 0 else "0.0"
+                return _zero(value)
             text = floatToGoString(value)
             if len(self._numbers) > _CACHE_LIMIT:
                 self._numbers.clear()
@@ -307,6 +322,11 @@ class SnapshotRegistry(CollectorRegistry):
 
 def make_registry(agent: Any, node: str) -> CollectorRegistry:
     return SnapshotRegistry(SnapshotCollector(agent, node))
+
+
+def _zero(value: float) -> str:
+    """A zero as ``floatToGoString`` writes it: ``0.0``, or ``-0.0`` for a negative zero."""
+    return "-0.0" if math.copysign(1.0, value) < 0 else "0.0"
 
 
 def _escape(value: str) -> str:

@@ -127,6 +127,27 @@ def test_number_texts_match_prometheus_client_zeros_included() -> None:
     assert collector._number(-0.0) == "-0.0" and collector._number(0) == "0.0"
 
 
+def test_rendered_page_matches_prometheus_client_zeros_included() -> None:
+    """render() formats zeros inline and headers once per family: byte for byte what
+    prometheus_client's generate_latest writes from the same families."""
+    from prometheus_client.exposition import generate_latest
+
+    from agent.exporter import SnapshotRegistry, render_text
+
+    values = [0, 0.0, -0.0, False, True, 1, -1, 0.5, 1e7, 123456789, 2**63, math.inf, -math.inf, 1e-9, 5e-324]
+
+    class Values(SnapshotCollector):
+        def families(self) -> Any:
+            for counter in (False, True):
+                rows = [(self.labels(("i", "node"), str(i), "n"), v) for i, v in enumerate(values)]
+                yield ("gpufleet_test_counter" if counter else "gpufleet_test"), counter, "a \\ help\nline", \
+                    ("i", "node"), rows
+
+    registry = SnapshotRegistry(Values(None, "n"))
+    for _ in range(2):  # the second time from the caches
+        assert render_text(registry) == generate_latest(registry)
+
+
 class _Agent:
     def __init__(self) -> None:
         self.node = {"name": "srv", "agent_version": "0"}
