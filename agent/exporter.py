@@ -168,6 +168,7 @@ class SnapshotCollector:
         self._labelsets: dict[tuple[tuple[str, ...], tuple[str, ...]], Labels] = {}
         self._numbers: dict[float, str] = {}
         self._heads: dict[tuple[str, bool, str], tuple[str, str]] = {}  # family → (sample name, HELP + TYPE)
+        self._per_gpu: dict[tuple[str, str, str], tuple[list[tuple[Labels, str]], list[tuple[Labels, int]]]] = {}
 
     def describe(self) -> list[Metric]:
         return []  # no describe-time collection, so registering does not scrape
@@ -180,6 +181,21 @@ class SnapshotCollector:
                 self._labelsets.clear()
             lab = self._labelsets[key] = Labels(names, values)
         return lab
+
+    def _gpu_labels(self, ids: tuple[str, str, str]) -> tuple[list[tuple[Labels, str]], list[tuple[Labels, int]]]:
+        """A GPU's ECC label sets (with their columns) and clock-event-reason label sets (with their
+        bits), for (gpu, model, uuid): made once, not per render."""
+        got = self._per_gpu.get(ids)
+        if got is None:
+            gpu, model, uuid = ids
+            node, lab = self.node, self.labels
+            if len(self._per_gpu) > _CACHE_LIMIT:
+                self._per_gpu.clear()
+            got = self._per_gpu[ids] = (
+                [(lab(ECC_LABELS, counter, gpu, model, node, etype, uuid), column) for etype, counter, column in ECC],
+                [(lab(REASON_LABELS, gpu, model, node, reason, uuid), bit)
+                 for bit, reason in CLOCK_EVENT_REASONS.items()])
+        return got
 
     def collect(self) -> Iterator[Metric]:
         for name, counter, help_text, names, rows in self.families():
@@ -237,15 +253,12 @@ class SnapshotCollector:
         yield from _table(GPU_METRICS, GPU_LABELS, gpu_rows)
         ecc: list[Row] = []
         reasons: list[Row] = []
-        for (gpu, model, uuid), (_gl, values) in zip(gpu_ids, gpu_rows, strict=True):
-            for etype, counter, column in ECC:
-                count = values.get(column)
-                if isinstance(count, int | float):
-                    ecc.append((lab(ECC_LABELS, counter, gpu, model, node, etype, uuid), count))
+        for ids, (_gl, values) in zip(gpu_ids, gpu_rows, strict=True):
+            ecc_labels, reason_labels = self._gpu_labels(ids)
+            ecc.extend([(el, count) for el, column in ecc_labels if isinstance(count := values.get(column), _NUMBER)])
             mask = values.get("clock_event_reasons")
             if isinstance(mask, int):
-                for bit, reason in CLOCK_EVENT_REASONS.items():
-                    reasons.append((lab(REASON_LABELS, gpu, model, node, reason, uuid), 1.0 if mask & bit else 0.0))
+                reasons.extend([(rl, 1.0 if mask & bit else 0.0) for rl, bit in reason_labels])
         yield "gpufleet_gpu_ecc_errors", True, "ECC errors by type and counter", ECC_LABELS, ecc
         yield ("gpufleet_gpu_clock_event_reason", False, "1 while the clock-event (throttle) reason is active",
                REASON_LABELS, reasons)
