@@ -105,7 +105,9 @@ class NVMLError(Exception):
 
 def _error_class(name: str, value: int) -> Any:
     def __new__(cls: type[NVMLError], *args: object) -> NVMLError:
-        return NVMLError.__new__(cls, value)
+        obj = Exception.__new__(cls)  # NVMLError.__new__(cls, value), inlined: fields raise these per tick
+        obj.value = value
+        return obj
 
     cls = type(f"NVMLError_{name}", (NVMLError,), {"__new__": __new__, "__module__": __name__})
     NVMLError._valClassMapping[value] = cls
@@ -130,6 +132,7 @@ NVMLError_Unknown = _error_class("Unknown", NVML_ERROR_UNKNOWN)
 
 _M64 = (1 << 64) - 1
 _MIB = 1 << 20
+_floor = math.floor
 # Field ids summing one NVLink error counter over all links -> nvmlDeviceGetNvLinkErrorCounter's counter.
 _NVLINK_ERROR_FIELDS = {38: NVML_NVLINK_ERROR_DL_CRC_FLIT, 45: NVML_NVLINK_ERROR_DL_CRC_DATA,
                         52: NVML_NVLINK_ERROR_DL_REPLAY, 59: NVML_NVLINK_ERROR_DL_RECOVERY}
@@ -203,27 +206,24 @@ def _union(v: int) -> _FieldUnion:
     return _FieldUnion(v)
 
 
-# Reads one field of a GPU at a time, for a scope: (value type, value), or raises its NVMLError.
-_Reader = Callable[[SimulatedGpu, float, int], tuple[int, int]]
+# The answers of a field that fails: its own entry says why, its value reads zero.
+_NOT_SUPPORTED = (NVML_VALUE_TYPE_DOUBLE, NVML_ERROR_NOT_SUPPORTED, -1, _ZERO)
+_INVALID_ARGUMENT = (NVML_VALUE_TYPE_DOUBLE, NVML_ERROR_INVALID_ARGUMENT, -1, _ZERO)
 
 
-def _ecc_reader(uncorrected: bool, aggregate: bool) -> _Reader:
-    def read(g: SimulatedGpu, t: float, _scope: int) -> tuple[int, int]:
-        return NVML_VALUE_TYPE_UNSIGNED_LONG_LONG, g.ecc(t, uncorrected=uncorrected, aggregate=aggregate)
-    return read
-
-
-def _nvlink_error_reader(counter: int) -> _Reader:
-    def read(g: SimulatedGpu, t: float, _scope: int) -> tuple[int, int]:
-        return NVML_VALUE_TYPE_UNSIGNED_LONG_LONG, g.nvlink_errors_total(t, counter)
-    return read
-
-
-# Fields whose answer depends only on the model and the scope, never on the GPU or the time.
-_FIXED_FIELDS = frozenset({NVML_FI_DEV_NVLINK_LINK_COUNT, NVML_FI_DEV_NVLINK_GET_STATE})
-# One requested field: id, scope, and either a reader of (value type, value) or the fixed answer
-# (id, scope, value type, return code, value).
-_PlanEntry = tuple[int, int, Any, Any]
+# Where each time-dependent field's answer sits in the numbers _field_numbers works out for one
+# GPU and tick (the NVLink error totals follow, one per NVML_NVLINK_ERROR_DL_* counter 0..3).
+_N_MEMORY_TEMP, _N_ECC_CORRECTED, _N_ECC_CORRECTED_AGGREGATE, _N_ECC_UNCORRECTED = 0, 1, 2, 3
+_N_CORRECTED_PAGES, _N_REMAP_PENDING = 4, 5
+_N_ENERGY, _N_PCIE_REPLAYS, _N_NVLINK_TX, _N_NVLINK_RX, _N_NVLINK_ERRORS = 6, 7, 8, 9, 10  # tick_counters()
+_N_NVLINK_TX_ALL, _N_NVLINK_RX_ALL = 14, 15
+# One field's answer as a request plans it: (value type, return code, position in the tick's
+# numbers or -1, the value when it is fixed). Raises nothing: a field that fails has a fixed
+# return code (every field's errors depend only on the model and the scope, never on the time).
+_FieldSpec = tuple[int, int, int, "_FieldUnion"]
+# A planned request: one (field id, scope, value type, return code, position, fixed value) per
+# entry, and whether any entry needs the GPU's state (memory temperature).
+_Plan = tuple[list[tuple[Any, Any, int, int, int, "_FieldUnion"]], bool]
 
 
 class _FieldValue:
@@ -291,8 +291,9 @@ class FakeNVML:
         self._refs = 0
         self._cond = threading.Condition()
         self._boot_s = 3600 + unit_hash(node_key, 0) * 86400 * 20
-        self._field_readers = self._field_table()
-        self._plans: dict[Any, list[_PlanEntry]] = {}
+        self._mig_on = bool(self.scenario.mig)
+        self._field_specs = self._field_table()
+        self._plans: dict[Any, _Plan] = {}
 
     # ---- for tests, the demo and benchmarks ---------------------------------------------------
     def now_t(self) -> float:
@@ -350,7 +351,7 @@ class FakeNVML:
         """The GPU behind ``handle`` and the time, or the error NVML would give for it now."""
         if self._refs <= 0:
             raise NVMLError_Uninitialized()
-        t = math.floor((self._clock() - self.start) * 16) / 16  # now_t(), inlined: every call comes here
+        t = _floor((self._clock() - self.start) * 16) / 16  # now_t(), inlined: every call comes here
         if type(handle) is not _Handle or handle.owner is not self:
             raise NVMLError_InvalidArgument()
         if handle.mig is not None and not mig_ok:
@@ -364,8 +365,23 @@ class FakeNVML:
         return g, t
 
     def _state(self, handle: Any) -> Any:
-        g, t = self._dev(handle)
-        return g.state(t)
+        """``g.state(t)`` for ``g, t = self._dev(handle)``, with _dev's checks inlined: most calls of
+        a tick come here."""
+        if self._refs <= 0:
+            raise NVMLError_Uninitialized()
+        t = _floor((self._clock() - self.start) * 16) / 16
+        if type(handle) is not _Handle or handle.owner is not self:
+            raise NVMLError_InvalidArgument()
+        if handle.mig is not None:
+            raise NVMLError_NotSupported()
+        g = handle.gpu
+        if g.can_fail:
+            if g.active("lost", t) or g.active("missing", t):
+                raise NVMLError_GpuIsLost()
+            if g.active("nvml_timeout", t):
+                raise NVMLError_Timeout()
+        last = g.last_state  # g.state(t)'s own first look, inlined
+        return last[1] if last is not None and last[0] == t else g.state(t)
 
     @staticmethod
     def _need(supported: bool) -> None:
@@ -459,7 +475,8 @@ class FakeNVML:
 
     def nvmlDeviceGetUtilizationRates(self, handle: Any) -> SimpleNamespace:
         s = self._state(handle)
-        self._need(not self.scenario.mig)  # NVML reports no utilization while MIG is on
+        if self._mig_on:  # NVML reports no utilization while MIG is on
+            raise NVMLError_NotSupported()
         return SimpleNamespace(gpu=round(100 * s.util), memory=round(100 * s.mem_util))
 
     def nvmlDeviceGetComputeRunningProcesses(self, handle: Any) -> list[SimpleNamespace]:
@@ -479,7 +496,8 @@ class FakeNVML:
 
     def nvmlDeviceGetFanSpeed(self, handle: Any) -> int:
         s = self._state(handle)
-        self._need(self.model.fan)
+        if not self.model.fan:
+            raise NVMLError_NotSupported()
         return round(min(100.0, max(30.0, 30 + 1.5 * (s.temp - 35))))
 
     def nvmlDeviceGetPowerUsage(self, handle: Any) -> int:
@@ -574,44 +592,58 @@ class FakeNVML:
         links; a bare field id means link 0 (for link state too)."""
         g, t = self._dev(handle)
         stamp = int((self.start + t) * 1e6)
+        entries, needs_state = self._field_plan(fieldIds)
+        numbers = self._field_numbers(g, t, needs_state)
         out = []
-        for fid, scope, reader, fixed in self._field_plan(fieldIds):
-            if reader is None:  # the same answer at any time, for any GPU of this model
-                out.append(_FieldValue(stamp, *fixed))
-                continue
-            try:
-                vtype, v = reader(g, t, scope)
-                out.append(_FieldValue(stamp, fid, scope, vtype, NVML_SUCCESS, _union(v)))
-            except NVMLError as exc:
-                out.append(_FieldValue(stamp, fid, scope, NVML_VALUE_TYPE_DOUBLE, exc.value, _ZERO))
+        new, small = object.__new__, _SMALL
+        for fid, scope, vtype, ret, position, value in entries:
+            # Every entry is a new object (callers may change theirs), its slots filled here rather
+            # than through __init__: 37 entries per GPU and tick.
+            fv = new(_FieldValue)
+            fv.fieldId = fid
+            fv.scopeId = scope
+            fv.timestamp = stamp
+            fv.latencyUsec = 0
+            fv.valueType = vtype
+            fv.nvmlReturn = ret
+            if position >= 0:
+                v = numbers[position]
+                value = small[v] if 0 <= v < 256 else _union(v)
+            fv.value = value
+            out.append(fv)
         return out
 
-    def _field_plan(self, fieldIds: Sequence[Any]) -> list[_PlanEntry]:
-        """(field id, scope, reader, fixed answer) per requested field: a reader for fields that
-        depend on the GPU and the time, else the answer itself, (field id, scope, value type, return
-        code, value) (link count and link states, fields the model does not support). Remembered
-        per request, which a collector repeats every cycle."""
+    def _field_numbers(self, g: SimulatedGpu, t: float, with_state: bool) -> list[int]:
+        """Every time-dependent field's answer for GPU ``g`` at ``t``, laid out as the ``_N_*``
+        positions say, worked out once for the whole request: each counter, ECC count and NVLink
+        figure is read once, not once per field that shows it. ``with_state``: the memory
+        temperature, which needs the GPU's state, is asked for."""
+        temp = round(g.state(t).temp + g.mem_temp_offset) if with_state else 0
+        corrected, corrected_aggregate, uncorrected = g.ecc_counts(t)
+        numbers = [temp, corrected, corrected_aggregate, uncorrected, corrected_aggregate // 100,
+                   1 if uncorrected else 0]
+        numbers += g.tick_counters(t)
+        links = self.model.nvlinks
+        numbers += (links * numbers[_N_NVLINK_TX], links * numbers[_N_NVLINK_RX])
+        return numbers
+
+    def _field_plan(self, fieldIds: Sequence[Any]) -> _Plan:
+        """How each requested field is answered (``_Plan``). Remembered per request, which a
+        collector repeats every cycle: the plan depends on the request and the model, not the time."""
         key = fieldIds if type(fieldIds) is tuple else None
         plan = self._plans.get(key) if key is not None else None
         if plan is not None:
             return plan
-        plan = []
+        entries = []
         for f in fieldIds:
             try:
                 fid, scope = f
             except TypeError:
                 fid, scope = f, 0
-            reader = self._field_readers.get(fid)
-            if reader is None:  # a field this model (or the fake) lacks
-                plan.append((fid, scope, None, (fid, scope, NVML_VALUE_TYPE_DOUBLE, NVML_ERROR_NOT_SUPPORTED, _ZERO)))
-            elif fid in _FIXED_FIELDS:
-                try:
-                    vtype, v = reader(self._gpus[0], 0.0, scope)
-                    plan.append((fid, scope, None, (fid, scope, vtype, NVML_SUCCESS, _union(v))))
-                except NVMLError as exc:
-                    plan.append((fid, scope, None, (fid, scope, NVML_VALUE_TYPE_DOUBLE, exc.value, _ZERO)))
-            else:
-                plan.append((fid, scope, reader, None))
+            spec = self._field_specs.get(fid)
+            vtype, ret, position, value = spec(scope) if spec is not None else _NOT_SUPPORTED
+            entries.append((fid, scope, vtype, ret, position, value))
+        plan = (entries, any(e[4] == _N_MEMORY_TEMP for e in entries))
         if key is not None:
             try:
                 if len(self._plans) > 64:
@@ -621,63 +653,52 @@ class FakeNVML:
                 pass
         return plan
 
-    def _field_value(self, g: SimulatedGpu, t: float, fid: int, scope: int) -> tuple[int, int]:
-        """(value type, value) of one field, or the NVMLError its entry reports."""
-        reader = self._field_readers.get(fid)
-        if reader is None:
-            raise NVMLError_NotSupported()
-        return reader(g, t, scope)
-
-    def _field_table(self) -> dict[int, _Reader]:
-        """A reader of (value type, value) for each field id this model supports, so a field costs
-        one dict lookup rather than a chain of comparisons; any other id answers NotSupported."""
+    def _field_table(self) -> dict[int, Callable[[Any], _FieldSpec]]:
+        """For each field id this model supports, its answer for a scope (``_FieldSpec``), so a
+        field costs one dict lookup rather than a chain of comparisons; any other id answers
+        NotSupported."""
         m, ull, uint = self.model, NVML_VALUE_TYPE_UNSIGNED_LONG_LONG, NVML_VALUE_TYPE_UNSIGNED_INT
-        readers: dict[int, _Reader] = {}
-        retired, remapping = m.ecc and not m.row_remapping, m.ecc and m.row_remapping
+
+        def at(vtype: int, position: int) -> Callable[[Any], _FieldSpec]:
+            return lambda _scope: (vtype, NVML_SUCCESS, position, _ZERO)
+
+        specs: dict[int, Callable[[Any], _FieldSpec]] = {}
         if m.memory_temp:
-            readers[NVML_FI_DEV_MEMORY_TEMP] = lambda g, t, _s: (uint, round(g.state(t).temp + g.mem_temp_offset))
-        readers[NVML_FI_DEV_TOTAL_ENERGY_CONSUMPTION] = lambda g, t, _s: (ull, g.energy_mj(t))
-        readers[NVML_FI_DEV_PCIE_REPLAY_COUNTER] = lambda g, t, _s: (uint, g.pcie_replays(t))
-        for fid, (uncorrected, aggregate) in _ECC_FIELDS.items():
-            if m.ecc:
-                readers[fid] = _ecc_reader(uncorrected, aggregate)
-        for fid, cause in _RETIRED_FIELDS.items():
-            if retired:
-                readers[fid] = self._retired_reader(cause)
-        for fid, position in _REMAP_FIELDS.items():
-            if remapping:
-                readers[fid] = self._remap_reader(position)
+            specs[NVML_FI_DEV_MEMORY_TEMP] = at(uint, _N_MEMORY_TEMP)
+        specs[NVML_FI_DEV_TOTAL_ENERGY_CONSUMPTION] = at(ull, _N_ENERGY)
+        specs[NVML_FI_DEV_PCIE_REPLAY_COUNTER] = at(uint, _N_PCIE_REPLAYS)
+        if m.ecc:  # as nvmlDeviceGetTotalEccErrors: (uncorrected, aggregate) -> its count
+            for fid, (uncorrected, aggregate) in _ECC_FIELDS.items():
+                specs[fid] = at(ull, _N_ECC_UNCORRECTED if uncorrected else _N_ECC_CORRECTED_AGGREGATE
+                                if aggregate else _N_ECC_CORRECTED)
+        if m.ecc and not m.row_remapping:  # as _retired_count
+            specs[NVML_FI_DEV_RETIRED_SBE] = at(ull, _N_CORRECTED_PAGES)
+            specs[NVML_FI_DEV_RETIRED_DBE] = at(ull, _N_ECC_UNCORRECTED)
+        if m.ecc and m.row_remapping:  # as _remapped
+            specs[NVML_FI_DEV_REMAPPED_COR] = at(uint, _N_CORRECTED_PAGES)
+            specs[NVML_FI_DEV_REMAPPED_UNC] = at(uint, _N_ECC_UNCORRECTED)
+            specs[NVML_FI_DEV_REMAPPED_PENDING] = at(uint, _N_REMAP_PENDING)
+            specs[NVML_FI_DEV_REMAPPED_FAILURE] = lambda _scope: (uint, NVML_SUCCESS, -1, _ZERO)
         if m.nvlinks > 0:
-            def link_state(_g: SimulatedGpu, _t: float, scope: int) -> tuple[int, int]:
+            def link_state(scope: Any) -> _FieldSpec:
                 if not 0 <= scope < m.nvlinks:
-                    raise NVMLError_InvalidArgument()
-                return uint, NVML_NVLINK_STATE_ACTIVE
+                    return _INVALID_ARGUMENT
+                return uint, NVML_SUCCESS, -1, _union(NVML_NVLINK_STATE_ACTIVE)
 
-            def throughput(rx: bool) -> _Reader:
-                def read(g: SimulatedGpu, t: float, scope: int) -> tuple[int, int]:
-                    links = m.nvlinks if scope == 0xFFFFFFFF else 1 if 0 <= scope < m.nvlinks else 0
-                    if not links:
-                        raise NVMLError_InvalidArgument()
-                    return ull, links * g.nvlink_kib(t, rx=rx)
-                return read
+            def throughput(one: int, every: int) -> Callable[[Any], _FieldSpec]:
+                def spec(scope: Any) -> _FieldSpec:
+                    if scope == 0xFFFFFFFF:
+                        return ull, NVML_SUCCESS, every, _ZERO
+                    return (ull, NVML_SUCCESS, one, _ZERO) if 0 <= scope < m.nvlinks else _INVALID_ARGUMENT
+                return spec
 
-            readers[NVML_FI_DEV_NVLINK_LINK_COUNT] = lambda _g, _t, _s: (uint, m.nvlinks)
-            readers[NVML_FI_DEV_NVLINK_GET_STATE] = link_state
+            specs[NVML_FI_DEV_NVLINK_LINK_COUNT] = lambda _scope: (uint, NVML_SUCCESS, -1, _union(m.nvlinks))
+            specs[NVML_FI_DEV_NVLINK_GET_STATE] = link_state
             for fid, counter in _NVLINK_ERROR_FIELDS.items():
-                readers[fid] = _nvlink_error_reader(counter)
-            readers[NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_TX] = throughput(False)
-            readers[NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_RX] = throughput(True)
-        return readers
-
-    def _retired_reader(self, cause: int) -> _Reader:
-        def read(g: SimulatedGpu, t: float, _scope: int) -> tuple[int, int]:
-            return NVML_VALUE_TYPE_UNSIGNED_LONG_LONG, self._retired_count(g, t, cause)
-        return read
-
-    def _remap_reader(self, position: int) -> _Reader:
-        def read(g: SimulatedGpu, t: float, _scope: int) -> tuple[int, int]:
-            return NVML_VALUE_TYPE_UNSIGNED_INT, self._remapped(g, t)[position]
-        return read
+                specs[fid] = at(ull, _N_NVLINK_ERRORS + counter)
+            specs[NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_TX] = throughput(_N_NVLINK_TX, _N_NVLINK_TX_ALL)
+            specs[NVML_FI_DEV_NVLINK_THROUGHPUT_DATA_RX] = throughput(_N_NVLINK_RX, _N_NVLINK_RX_ALL)
+        return specs
 
     # ---- memory errors ------------------------------------------------------------------------
     def nvmlDeviceGetEccMode(self, handle: Any) -> list[int]:
@@ -723,8 +744,9 @@ class FakeNVML:
     # ---- MIG ----------------------------------------------------------------------------------
     def nvmlDeviceGetMigMode(self, device: Any) -> list[int]:
         self._dev(device)
-        self._need(bool(self.model.mig_profiles))
-        mode = NVML_DEVICE_MIG_ENABLE if self.scenario.mig else NVML_DEVICE_MIG_DISABLE
+        if not self.model.mig_profiles:
+            raise NVMLError_NotSupported()
+        mode = NVML_DEVICE_MIG_ENABLE if self._mig_on else NVML_DEVICE_MIG_DISABLE
         return [mode, mode]
 
     def nvmlDeviceGetMaxMigDeviceCount(self, device: Any) -> int:

@@ -133,6 +133,54 @@ def smooth_noise(key: int, a: float, knot: float) -> float:
     return 2 * (v0 + (v1 - v0) * f) - 1
 
 
+# mix64((k * 0x100000001B3 + 7) & _M64), the half of a noise knot's unit_hash(key, k, 7) that does
+# not depend on the key: every GPU and noise stream of a process shares it at knot k. A memo of a
+# pure function (bounded), so it holds no state a tick could see.
+_KNOT_INNER: dict[int, int] = {}
+
+
+def _knot_value(key: int, k: int) -> float:
+    """unit_hash(key, k, 7), the same number, with the key-free half remembered and mix64 inlined."""
+    inner = _KNOT_INNER.get(k)
+    if inner is None:
+        inner = mix64((k * 0x100000001B3 + 7) & _M64)
+        if len(_KNOT_INNER) >= 4096:
+            _KNOT_INNER.clear()
+        _KNOT_INNER[k] = inner
+    x = ((key ^ inner) + 0x9E3779B97F4A7C15) & _M64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _M64
+    return (x ^ (x >> 31)) / 18446744073709551616.0
+
+
+class NoiseStream:
+    """``smooth_noise(key, a, knot)`` for one (key, knot): the same numbers, cheaper per new tick.
+
+    It keeps the two knot values it last eased between; time moving on by one knot (the common
+    case: a collector's next tick) reuses the later one as the new earlier one. The values are a pure
+    function of (key, knot index), so which ones happen to be kept never changes an answer (going
+    back in time just hashes again). Kept as one tuple, swapped whole, so threads never see half
+    an update."""
+
+    __slots__ = ("key", "knot", "_kept")
+
+    def __init__(self, key: int, knot: float) -> None:
+        self.key, self.knot = key, knot
+        self._kept: tuple[int, float, float] = (-(1 << 62), 0.0, 0.0)  # (k, value at k, value at k + 1)
+
+    def at(self, a: float) -> float:
+        x = a / self.knot
+        k = math.floor(x)
+        f = x - k
+        f = f * f * (3 - 2 * f)
+        kept_k, v0, v1 = self._kept
+        if k != kept_k:
+            v0 = v1 if k == kept_k + 1 else _knot_value(self.key, k)
+            v1 = _knot_value(self.key, k + 1)
+            self._kept = (k, v0, v1)
+        return 2 * (v0 + (v1 - v0) * f) - 1
+
+
 # The driver's words after "NVRM: Xid (PCI:0000:18:00): 79, pid=…, name=…, " for common XIDs.
 _XID_TEXT = {
     13: "Graphics SM Warp Exception on (GPC 2, TPC 1, SM 0): Out Of Range Address",
@@ -175,12 +223,14 @@ class SimulatedGpu:
         self._nvlink0_kib = int(unit_hash(key, 6) * 1e11)
         self._nvlink_error_rates: dict[tuple[int, int], float] = {}
         self._nvlink_total_rates: dict[int, tuple[float, ...]] = {}  # counter -> the links' non-zero rates
+        self._all_link_rates: tuple[tuple[float, ...], ...] | None = None  # the same for counters 0..3
         self._replay_rate = 2e-4 * unit_hash(key, 9) if unit_hash(key, 8) < 0.15 else 0.0
         self._ecc_corr0 = int(40 * unit_hash(key, 11)) if unit_hash(key, 10) < 0.25 else 0
         self._span_w = 0.93 * model.power_limit_w - model.idle_w  # power above idle at full load
         self._cum = [0.0]  # ∫ util from start to the end of each whole job slot since start
         self._lock = threading.Lock()
-        self._cache: tuple[float, SimpleNamespace] | None = None
+        # state() for the last t asked, (t, state): FakeNVML._state reads it too, sparing a call.
+        self.last_state: tuple[float, SimpleNamespace] | None = None
         self._counters: tuple[float, tuple[float, float]] | None = None  # counters() for the last t asked
         self._ecc_counts: tuple[float, tuple[int, int, int]] | None = None  # ecc_counts() for the last t
         self._pcie: tuple[float, tuple[int, ...]] | None = None  # pcie_kbs() both ways, for the last t
@@ -200,6 +250,15 @@ class SimulatedGpu:
         self._unc_times = sorted(f.at for f in faults if f.kind == "xid" and f.code in (48, 94, 95))
         self._segments = self._fixed_power_segments()
         self._segment_starts = [s[0] for s in self._segments]
+        # Per-tick work, prepared once: the noise streams state() and pcie_kbs() read, the load
+        # cycle's angular speed, and the faults that shape state() (kind, start, end, fault).
+        self._noise_load = NoiseStream(key, 10.0).at
+        self._noise_jitter = NoiseStream(key ^ 3, 7.0).at
+        self._noise_temp = NoiseStream(key ^ 5, 30.0).at
+        self._noise_pcie = (NoiseStream(key ^ 11, 5.0).at, NoiseStream(key ^ 12, 5.0).at)
+        self._cycle_w = _TAU / load.cycle_period_s
+        self._temp_span_w = model.power_limit_w - model.idle_w
+        self._state_faults = [(f.kind, f.at, f.end, f) for f in faults if f.kind in ("slow", "powercap", "thermal")]
 
     def _cap_w(self, f: Fault) -> float:
         return f.param("limit_w") or 0.7 * self.model.power_limit_w
@@ -266,11 +325,12 @@ class SimulatedGpu:
         k = math.floor(a / size)
         if k == k0:
             return self._util_integral(self.start, a)
-        with self._lock:
-            while len(self._cum) <= k - k0:
-                j = k0 + len(self._cum) - 1  # the slot whose end is being added
-                whole = self._util_integral(max(self.start, j * size), (j + 1) * size)
-                self._cum.append(self._cum[-1] + whole)
+        if len(self._cum) <= k - k0:  # a slot not summed yet (once an hour): under the lock
+            with self._lock:
+                while len(self._cum) <= k - k0:
+                    j = k0 + len(self._cum) - 1  # the slot whose end is being added
+                    whole = self._util_integral(max(self.start, j * size), (j + 1) * size)
+                    self._cum.append(self._cum[-1] + whole)
         return self._cum[k - k0] + self._util_integral(k * size, a)
 
     def counters(self, t: float) -> tuple[float, float]:
@@ -319,13 +379,33 @@ class SimulatedGpu:
     def nvlink_errors_total(self, t: float, counter: int) -> int:
         """``nvlink_errors`` summed over every link, link by link (each rounds down on its own), over
         only the links whose rate is not zero (most are)."""
+        rates = self._link_rates(counter)
+        t = max(t, 0.0)
+        return sum(int(t * r) for r in rates)
+
+    def _link_rates(self, counter: int) -> tuple[float, ...]:
+        """The non-zero error rates of the links for one NVLink error counter (hashed once)."""
         rates = self._nvlink_total_rates.get(counter)
         if rates is None:
             rates = tuple(r for r in (self._nvlink_error_rate(link, counter) for link in range(self.model.nvlinks))
                           if r)
             self._nvlink_total_rates[counter] = rates
-        t = max(t, 0.0)
-        return sum(int(t * r) for r in rates)
+        return rates
+
+    def tick_counters(self, t: float) -> list[int]:
+        """[energy_mj(t), pcie_replays(t), nvlink_kib(t, rx=False), nvlink_kib(t, rx=True),
+        nvlink_errors_total(t, c) for c in 0..3]: the same numbers by the same arithmetic, in one
+        pass (one counters() read, one clamp of t), for a request of every field at one tick."""
+        energy, util_s = self.counters(t)
+        kib = util_s * self.model.nvlink_gbps * 1e9 / 1024  # nvlink_kib's product, before its share
+        tc = max(t, 0.0)
+        out = [int((self._energy0_j + energy) * 1000), int(tc * self._replay_rate),
+               self._nvlink0_kib + int(kib * 0.35), self._nvlink0_kib + int(kib * 0.343)]
+        link_rates = self._all_link_rates
+        if link_rates is None:
+            link_rates = self._all_link_rates = tuple(self._link_rates(counter) for counter in range(4))
+        out += [sum([int(tc * r) for r in rates]) if rates else 0 for rates in link_rates]
+        return out
 
     def pcie_replays(self, t: float) -> int:
         return int(max(t, 0.0) * self._replay_rate)
@@ -335,10 +415,10 @@ class SimulatedGpu:
         the last t asked: a collector reads both every tick."""
         cached = self._pcie
         if cached is None or cached[0] != t:
-            util, a = self.state(t).util, self.start + t
-            cached = self._pcie = (t, tuple(
-                int((300 + util * self._pcie_kbs * (1 + d)) * (1 + 0.3 * smooth_noise(self.key ^ (11 + d), a, 5.0)))
-                for d in (0, 1)))
+            util, a, (tx_noise, rx_noise) = self.state(t).util, self.start + t, self._noise_pcie
+            # smooth_noise(self.key ^ (11 + d), a, 5.0) for direction d (0 TX, 1 RX), from its stream.
+            cached = self._pcie = (t, (int((300 + util * self._pcie_kbs * 1) * (1 + 0.3 * tx_noise(a))),
+                                       int((300 + util * self._pcie_kbs * 2) * (1 + 0.3 * rx_noise(a)))))
         return cached[1][1 if rx else 0]
 
     def ecc(self, t: float, uncorrected: bool, aggregate: bool) -> int:
@@ -372,33 +452,36 @@ class SimulatedGpu:
 
     def state(self, t: float) -> SimpleNamespace:
         """Everything instantaneous at scenario time t (cached for the last t asked)."""
-        cached = self._cache
+        cached = self.last_state
         if cached is not None and cached[0] == t:
             return cached[1]
         m, ld, a = self.model, self.load, self.start + t
         busy, level, amp, mem_share, mem_bus, nprocs, pid = self.slot(a)
-        u = level + amp * math.sin(_TAU / ld.cycle_period_s * a + self._phase) if busy else 0.0
-        i = bisect_right(self._segment_starts, t) - 1
-        seg = self._segments[i] if i >= 0 and t < self._segments[i][1] else None
+        u = level + amp * math.sin(self._cycle_w * a + self._phase) if busy else 0.0
+        seg = None
+        if self._segments:
+            i = bisect_right(self._segment_starts, t) - 1
+            seg = self._segments[i] if i >= 0 and t < self._segments[i][1] else None
         if seg is not None:
             u = seg[2]
             busy = u > 0
         watts = seg[3] if seg is not None else m.idle_w + self._span_w * u
         limit, factor, reasons = m.power_limit_w, 1.0, 0 if busy else IDLE
-        temp = self._temp_base + m.temp_rise_c * (watts - m.idle_w) / (m.power_limit_w - m.idle_w)
-        for f in self.faults:
-            if f.kind in ("slow", "powercap", "thermal") and f.at <= t < f.end:
-                if f.kind == "slow":
+        temp = self._temp_base + m.temp_rise_c * (watts - m.idle_w) / self._temp_span_w
+        for kind, at, end, f in self._state_faults:
+            if at <= t < end:
+                if kind == "slow":
                     factor *= f.param("factor") or 1.0
-                elif f.kind == "powercap":
+                elif kind == "powercap":
                     limit, factor, reasons = min(limit, self._cap_w(f)), factor * 0.8, reasons | SW_POWER_CAP
                 else:
-                    frac = min(1.0, (t - f.at) / max(f.param("ramp_s") or 0.0, 1e-9))
+                    frac = min(1.0, (t - at) / max(f.param("ramp_s") or 0.0, 1e-9))
                     temp += ((f.param("peak_c") or 91.0) - temp) * frac
                     factor *= 1 - 0.35 * frac
                     reasons |= SW_THERMAL | (HW_THERMAL if frac >= 0.5 else 0)
-        noise = ld.noise * smooth_noise(self.key, a, 10.0) if busy else 0.0
-        jitter = smooth_noise(self.key ^ 3, a, 7.0)
+        # smooth_noise(key, a, 10.0), (key ^ 3, a, 7.0) and (key ^ 5, a, 30.0), from their streams.
+        noise = ld.noise * self._noise_load(a) if busy else 0.0
+        jitter = self._noise_jitter(a)
         power = min(limit, watts * (1 + 0.3 * noise + 0.01 * jitter) if seg is None
                     else watts * (0.997 + 0.003 * jitter))
         if busy and power >= 0.98 * limit:
@@ -415,10 +498,10 @@ class SimulatedGpu:
         used = (int(m.memory_mib * 0.0066) << 20) + sum(p[1] for p in procs)
         state = SimpleNamespace(
             busy=busy, util=min(1.0, max(0.0, u + noise)) if busy else 0.0, mem_util=0.0, power=power,
-            limit=limit, factor=factor, temp=temp + 0.7 * smooth_noise(self.key ^ 5, a, 30.0),
+            limit=limit, factor=factor, temp=temp + 0.7 * self._noise_temp(a),
             sm=m.sm_clock_max * (1 - 0.06 * u) * factor if busy else m.sm_clock_idle,
             mem_clock=m.mem_clock_max if busy else m.mem_clock_idle, reasons=reasons,
             used=min(used, m.memory_mib * _MIB), procs=procs)
         state.mem_util = state.util * mem_bus
-        self._cache = (t, state)
+        self.last_state = (t, state)
         return state

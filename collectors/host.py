@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from collectors.procfs import is_real_psutil, meminfo_bytes, read_all, read_small
 from collectors.records import Record, Sample, Value
 
 VALUE_NAMES = (
@@ -29,6 +30,10 @@ VALUE_NAMES = (
 # from the total to avoid counting it twice (as psutil.cpu_percent does).
 _IDLE_FIELDS = ("idle", "iowait")
 _DOUBLE_COUNTED_FIELDS = ("guest", "guest_nice")
+# The fields of the "cpu" line of /proc/stat, in order, as psutil.cpu_times() names them.
+_STAT_CPU_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal", "guest",
+                    "guest_nice")
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 def cpu_busy_and_total(times: Any) -> tuple[float, float]:
@@ -49,11 +54,21 @@ class HostCollector:
         psutil_module: Any = None,
         procfs: str = "/proc",
         clock: Callable[[], float] = time.time,
+        direct: bool | None = None,
     ) -> None:
+        """``direct``: read <procfs> files straight rather than through psutil, falling back to psutil
+        for any file that is missing or unparsable. None (the default) means yes when
+        ``psutil_module`` is psutil itself; an injected stand-in stays the source of everything
+        psutil would answer."""
         if psutil_module is None:
             import psutil as psutil_module
         self._psutil = psutil_module
+        self._direct = is_real_psutil(psutil_module) if direct is None else direct
         self._procfs = procfs
+        self._stat_path = os.path.join(procfs, "stat")
+        self._meminfo_path = os.path.join(procfs, "meminfo")
+        self._uptime_path = os.path.join(procfs, "uptime")
+        self._procfs_bytes = os.fsencode(procfs)
         self._clock = clock
         self._prev_cpu: tuple[float, float] | None = None
         self._boot_time: float | None = None
@@ -65,6 +80,11 @@ class HostCollector:
             return False
         return True
 
+    # What each collection reads when ``direct`` (see __init__): /proc/stat's first line, /proc/meminfo
+    # once for memory and swap, /proc/uptime and the /proc listing, instead of psutil.cpu_times(),
+    # virtual_memory() (a dict of all ~50 meminfo lines), swap_memory() and pids() (a sorted list of
+    # ints). psutil.cpu_count() and getloadavg() are kept: each is one libc call.
+
     def collect(self) -> list[Record]:
         now = self._clock()
         values: dict[str, Value] = dict.fromkeys(VALUE_NAMES)
@@ -74,11 +94,13 @@ class HostCollector:
             values["load1"], values["load5"], values["load15"] = self._psutil.getloadavg()
         except (OSError, AttributeError):
             pass
-        mem = self._psutil.virtual_memory()
-        values["memory_total_bytes"] = mem.total
-        values["memory_available_bytes"] = mem.available
-        values["memory_used_bytes"] = mem.used
-        swap = self._swap()
+        meminfo = read_all(self._meminfo_path)
+        mem = self._memory(meminfo) if self._direct else None
+        if mem is None:
+            vm = self._psutil.virtual_memory()
+            mem = vm.total, vm.available, vm.used
+        values["memory_total_bytes"], values["memory_available_bytes"], values["memory_used_bytes"] = mem
+        swap = self._swap(meminfo)
         if swap is not None:
             values["swap_total_bytes"], values["swap_used_bytes"] = swap
         if self._boot_time is None:  # the kernel's btime: fixed until the next boot
@@ -86,39 +108,78 @@ class HostCollector:
         boot_time = self._boot_time
         values["boot_time"] = boot_time
         values["uptime_seconds"] = self._uptime(now, boot_time)
-        try:
-            values["processes"] = len(self._psutil.pids())
-        except OSError:
-            pass
+        values["processes"] = self._processes()
         return [Sample(kind="host", ts=now, key={}, values=values)]
 
-    def _swap(self) -> tuple[int, int] | None:
-        """(total, used) swap bytes. From SwapTotal and SwapFree of <procfs>/meminfo, as
-        ``psutil.swap_memory`` computes them (used = total - free), without the scan of
-        /proc/vmstat it also makes for page-in/out counts this collector does not report; from
-        ``psutil.swap_memory()`` when the file or those lines are missing."""
+    def _processes(self) -> int | None:
+        """How many processes: the numeric entries of <procfs> (what psutil.pids() lists, without
+        turning each into an int and sorting them)."""
+        if self._direct:
+            try:
+                return sum(map(bytes.isdigit, os.listdir(self._procfs_bytes)))
+            except OSError:
+                pass
         try:
-            with open(os.path.join(self._procfs, "meminfo"), "rb") as f:
-                text = f.read()
-            total = free = None
-            start = text.find(b"\nSwapTotal:")
-            if start >= 0:
-                total = int(text[start + 11:text.index(b"\n", start + 1)].split()[0]) * 1024
-            start = text.find(b"\nSwapFree:")
-            if start >= 0:
-                free = int(text[start + 10:text.index(b"\n", start + 1)].split()[0]) * 1024
+            return len(self._psutil.pids())
+        except OSError:
+            return None
+
+    @staticmethod
+    def _memory(meminfo: bytes | None) -> tuple[int, int, int] | None:
+        """(total, available, used) bytes from /proc/meminfo text, computed as psutil.virtual_memory()
+        does (used = total - available; available is MemFree when MemAvailable exceeds MemTotal, as
+        in some containers). None when psutil would have to estimate MemAvailable (a missing or zero
+        line: kernels before 3.14, a kernel bug) or a line is missing: psutil answers then."""
+        if meminfo is None:
+            return None
+        total = meminfo_bytes(meminfo, b"MemTotal:")
+        free = meminfo_bytes(meminfo, b"MemFree:")
+        avail = meminfo_bytes(meminfo, b"MemAvailable:")
+        if total is None or free is None or not avail:
+            return None
+        if avail > total:
+            avail = free
+        return total, avail, total - avail
+
+    def _swap(self, meminfo: bytes | None = None) -> tuple[int, int] | None:
+        """(total, used) swap bytes. From SwapTotal and SwapFree of <procfs>/meminfo (read by
+        ``collect`` for memory too, or here), as ``psutil.swap_memory`` computes them (used = total
+        - free), without the scan of /proc/vmstat it also makes for page-in/out counts this collector
+        does not report; from ``psutil.swap_memory()`` when the file or those lines are missing."""
+        if meminfo is None:
+            meminfo = read_all(self._meminfo_path)
+        if meminfo is not None:
+            total = meminfo_bytes(meminfo, b"SwapTotal:")
+            free = meminfo_bytes(meminfo, b"SwapFree:")
             if total is not None and free is not None:
                 return total, total - free
-        except (OSError, ValueError, IndexError):
-            pass
         try:
             swap = self._psutil.swap_memory()
         except (OSError, RuntimeError):
             return None
         return swap.total, swap.used
 
+    def _cpu_busy_and_total(self) -> tuple[float, float]:
+        """As ``cpu_busy_and_total(psutil.cpu_times())``, from the first line of <procfs>/stat when
+        ``direct`` and it has psutil's ten fields (every kernel since 2.6.33)."""
+        if self._direct:
+            head = read_small(self._stat_path)
+            if head is not None:
+                fields = head[:head.find(b"\n")].split()
+                if len(fields) > len(_STAT_CPU_FIELDS) and fields[0] == b"cpu":
+                    try:  # the same floats, summed in the same order, as cpu_busy_and_total
+                        user, nice, system, idle, iowait, irq, softirq, steal, guest, guest_nice = (
+                            float(x) / _CLOCK_TICKS for x in fields[1:len(_STAT_CPU_FIELDS) + 1])
+                    except ValueError:
+                        pass
+                    else:
+                        total = (sum((user, nice, system, idle, iowait, irq, softirq, steal, guest,
+                                      guest_nice)) - sum((guest, guest_nice)))
+                        return total - sum((idle, iowait)), total
+        return cpu_busy_and_total(self._psutil.cpu_times(percpu=False))
+
     def _cpu_ratio(self) -> float | None:
-        busy, total = cpu_busy_and_total(self._psutil.cpu_times(percpu=False))
+        busy, total = self._cpu_busy_and_total()
         prev, self._prev_cpu = self._prev_cpu, (busy, total)
         if prev is None:
             return None
@@ -129,11 +190,12 @@ class HostCollector:
 
     def _uptime(self, now: float, boot_time: float | None) -> float | None:
         """Seconds since boot from <procfs>/uptime; else from boot_time and the clock."""
-        try:
-            with open(os.path.join(self._procfs, "uptime"), encoding="ascii") as f:
-                return float(f.read().split()[0])
-        except (OSError, ValueError, IndexError):
-            pass
+        text = read_small(self._uptime_path)
+        if text is not None:
+            try:
+                return float(text.split()[0])
+            except (ValueError, IndexError):
+                pass
         return now - boot_time if boot_time else None
 
     def close(self) -> None:

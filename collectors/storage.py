@@ -7,9 +7,10 @@ import fnmatch
 import os
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 from collectors.network import counter_rate
+from collectors.procfs import NoWrap, is_real_psutil, read_all
 from collectors.records import Event, Record, Sample, Value
 
 _MS = 1e-3
@@ -17,6 +18,11 @@ _MS = 1e-3
 # name in front of the same fields.
 _STAT_IN_FLIGHT = 8
 _DISKSTATS_IN_FLIGHT = 3 + _STAT_IN_FLIGHT
+# psutil.disk_io_counters() reads lines of 14 fields (Linux 2.6+) or 18 and more (4.18+ added
+# discards, 5.5 flushes); sectors are 512 bytes whatever the device's block size.
+_DISKSTATS_MIN_FIELDS = 14
+_DISKSTATS_FIELDS_BEFORE_DISCARDS = 18
+_SECTOR_BYTES = 512
 
 DISK_VALUE_NAMES = (
     "reads_total",
@@ -55,6 +61,20 @@ _RATES = {
 }
 
 
+class _DiskIO(NamedTuple):
+    """The fields of psutil's ``sdiskio`` on Linux, in its order."""
+
+    read_count: int
+    write_count: int
+    read_bytes: int
+    write_bytes: int
+    read_time: int
+    write_time: int
+    read_merged_count: int
+    write_merged_count: int
+    busy_time: int
+
+
 class StorageCollector:
     """``Sample(kind="disk")`` per block device and ``Sample(kind="filesystem")`` per configured path.
 
@@ -76,10 +96,19 @@ class StorageCollector:
         include: Iterable[str] | None = None,
         exclude: Iterable[str] = ("loop*", "ram*"),
         partitions: bool = False,
+        direct: bool | None = None,
     ) -> None:
+        """``direct``: take the block device counters and in-flight I/Os from one read of
+        <procfs>/diskstats rather than psutil.disk_io_counters() and a <sysfs>/block/<dev>/stat per
+        device, falling back to those when the file is missing or in a format psutil would not read
+        that way. None (the default) means yes when ``psutil_module`` is psutil itself; an injected
+        stand-in stays the source of everything psutil would answer."""
         if psutil_module is None:
             import psutil as psutil_module
         self._psutil = psutil_module
+        self._direct = is_real_psutil(psutil_module) if direct is None else direct
+        self._diskstats_path = os.path.join(procfs, "diskstats")
+        self._nowrap = NoWrap()
         self._sysfs = sysfs
         self._procfs = procfs
         self._clock = clock
@@ -156,12 +185,59 @@ class StorageCollector:
                 pass
         return diskstats.get(name), diskstats
 
-    def _disks(self, now: float) -> list[Sample]:
-        counters = self._psutil.disk_io_counters(perdisk=True) or {}
-        devices = frozenset(counters)
+    def _read_diskstats(self) -> tuple[dict[str, list[bytes]], frozenset[str]] | None:
+        """(device -> its /proc/diskstats fields, every device) or None when the file is missing or
+        has a line psutil would read otherwise (pre-2.6 or partition-only formats)."""
+        data = read_all(self._diskstats_path)
+        if data is None:
+            return None
+        lines: dict[str, list[bytes]] = {}
+        for line in data.splitlines():
+            fields = line.split()
+            if not fields:
+                continue
+            n = len(fields)
+            if n != _DISKSTATS_MIN_FIELDS and n < _DISKSTATS_FIELDS_BEFORE_DISCARDS:
+                return None
+            lines[os.fsdecode(fields[2])] = fields
+        return lines, frozenset(lines)
+
+    def _counters(self) -> tuple[dict[str, Any], frozenset[str], dict[str, int] | None]:
+        """(device -> psutil-style counters, every device, device -> in-flight I/Os if known).
+
+        Direct: from <procfs>/diskstats, converting only the wanted devices' fields, with psutil's
+        nowrap corrections (see NoWrap: the millisecond fields are 32-bit and wrap). In-flight I/Os
+        come from the same line: the kernel prints the same in-flight count there as in
+        <sysfs>/block/<dev>/stat, which the psutil path reads."""
+        parsed = self._read_diskstats() if self._direct else None
+        if parsed is None:
+            counters = self._psutil.disk_io_counters(perdisk=True) or {}
+            return counters, frozenset(counters), None
+        lines, devices = parsed
+        partitions = self._partitions_cache_for(devices)
+        raw: dict[str, tuple[int, ...]] = {}
+        in_flight: dict[str, int] = {}
+        for name, f in lines.items():
+            if not self._wanted(name, partitions):
+                continue
+            try:  # psutil's order: reads writes rbytes wbytes rtime wtime rmerged wmerged busy
+                raw[name] = (int(f[3]), int(f[7]), int(f[5]) * _SECTOR_BYTES, int(f[9]) * _SECTOR_BYTES,
+                             int(f[6]), int(f[10]), int(f[4]), int(f[8]), int(f[12]))
+                in_flight[name] = int(f[_DISKSTATS_IN_FLIGHT])
+            except ValueError:
+                counters = self._psutil.disk_io_counters(perdisk=True) or {}
+                return counters, frozenset(counters), None
+        adjusted = self._nowrap.adjust(raw)
+        return {name: _DiskIO(*v) for name, v in adjusted.items()}, devices, in_flight
+
+    def _partitions_cache_for(self, devices: frozenset[str]) -> set[str]:
         if self._partitions_for != devices:  # sysfs is only re-scanned when devices come or go
             self._partition_cache, self._partitions_for = self._partition_names(), devices
-        partitions = self._partition_cache
+        return self._partition_cache
+
+    def _disks(self, now: float) -> list[Sample]:
+        counters, devices, in_flight = self._counters()
+        partitions = self._partitions_cache_for(devices)
         diskstats: dict[str, int] | None = None
         out: list[Sample] = []
         for name in sorted(counters):
@@ -182,7 +258,10 @@ class StorageCollector:
                 "write_seconds_total": c.write_time * _MS,
                 "io_seconds_total": busy_ms * _MS if busy_ms is not None else None,
             }
-            values["queue_depth"], diskstats = self._in_flight(name, diskstats)
+            if in_flight is not None:
+                values["queue_depth"] = in_flight.get(name)
+            else:
+                values["queue_depth"], diskstats = self._in_flight(name, diskstats)
             prev_ts, prev = self._prev.get(name, (None, {}))
             dt = now - prev_ts if prev_ts is not None else None
             for counter, rate in _RATES.items():
