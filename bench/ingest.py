@@ -27,6 +27,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any
 
 from perfdoc import fmt_int, fs_type, header, median, package_version, scratch_base, table, write_section
@@ -47,6 +48,10 @@ _COLLIST = ", ".join(f'"{c}"' for c in COLUMNS)
 # collector sends, which stores the same rows.
 INSERT_SQL = f'INSERT INTO "gpu_samples" ({_COLLIST}) VALUES ({", ".join("?" for _ in COLUMNS)})'
 COPY_SQL = f'COPY "gpu_samples" ({_COLLIST}) FROM STDIN'
+# SQLite's fastest way: many rows per INSERT (as the write path does, 50 at a time within SQLite's
+# limit of bound parameters).
+MULTI_ROWS = min(50, 32766 // len(COLUMNS))
+INSERT_MULTI_SQL = INSERT_SQL + ", ({})".format(", ".join("?" for _ in COLUMNS)) * (MULTI_ROWS - 1)
 # The columns' types for psycopg's binary COPY (BIGINT ids, FLOAT is double precision).
 PG_TYPES = [{"BigInteger": "int8", "Integer": "int4", "Float": "float8", "Boolean": "bool"}.get(
     type(c.type).__name__, "text") for c in GPU_TABLE.columns]
@@ -206,7 +211,8 @@ class Store:
     raw_insert: Callable[[list[tuple[Any, ...]]], None]
     close: Callable[[], None]
     note: str = ""
-    # PostgreSQL: a second reference, psycopg's binary COPY with the column types declared
+    # A second reference, the driver's fastest way: psycopg's binary COPY with the column types
+    # declared; SQLite's INSERT of many rows a statement
     bin_engine: Any = None
     raw_insert_binary: Callable[[list[tuple[Any, ...]]], None] | None = None
     writer: TimedWriter | None = None
@@ -216,25 +222,36 @@ class Store:
 
 def sqlite_store(base: str) -> Store:
     folder = tempfile.mkdtemp(prefix="gpufleet-bench-ingest-", dir=base)
-    path_db, raw_db = os.path.join(folder, "path.db"), os.path.join(folder, "raw.db")
-    path_engine, raw_engine = make_engine(f"sqlite:///{path_db}"), make_engine(f"sqlite:///{raw_db}")
-    upgrade(path_engine)
-    upgrade(raw_engine)
-    raw = sqlite3.connect(raw_db, timeout=2.0)
-    for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=2000"):
-        raw.execute(f"PRAGMA {pragma}")
+    paths = [os.path.join(folder, f"{name}.db") for name in ("path", "raw", "rawmulti")]
+    path_engine, raw_engine, multi_engine = (make_engine(f"sqlite:///{p}") for p in paths)
+    for engine in (path_engine, raw_engine, multi_engine):
+        upgrade(engine)
+    raw, raw_multi = (sqlite3.connect(p, timeout=2.0) for p in paths[1:])
+    for conn in (raw, raw_multi):
+        for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=2000"):
+            conn.execute(f"PRAGMA {pragma}")
 
     def insert(rows: list[tuple[Any, ...]]) -> None:
         raw.executemany(INSERT_SQL, rows)
         raw.commit()
 
+    def insert_multi(rows: list[tuple[Any, ...]]) -> None:
+        full = len(rows) - len(rows) % MULTI_ROWS
+        raw_multi.executemany(INSERT_MULTI_SQL, [tuple(chain.from_iterable(rows[i:i + MULTI_ROWS]))
+                                                 for i in range(0, full, MULTI_ROWS)])
+        if full < len(rows):
+            raw_multi.executemany(INSERT_SQL, rows[full:])
+        raw_multi.commit()
+
     def close() -> None:
         raw.close()
-        path_engine.dispose()
-        raw_engine.dispose()
+        raw_multi.close()
+        for engine in (path_engine, raw_engine, multi_engine):
+            engine.dispose()
         shutil.rmtree(folder, ignore_errors=True)
 
-    return Store("SQLite", path_engine, raw_engine, insert, close,
+    return Store("SQLite", path_engine, raw_engine, insert, close, bin_engine=multi_engine,
+                 raw_insert_binary=insert_multi,
                  note=f"files on {fs_type(folder)} ({base}), WAL, synchronous=NORMAL")
 
 
@@ -467,17 +484,18 @@ def main(argv: list[str] | None = None) -> int:
                                    + (f"; the raw driver itself reaches {fmt_int(raw_rate)} here"
                                       if raw_rate < TARGET_SQLITE_RATE else "") + ")"
                                    if kind == "sqlite" else "")
-                                + (f"; against binary COPY {path_rate / bin_rate:.0%}" if bin_rate else ""))
+                                + (f"; against the driver's fastest way {path_rate / bin_rate:.0%}"
+                                   if bin_rate else ""))
                 print(f"{label:10} {shape.name:5} rows/txn={shape.rows:6d} path={path_rate:10,.0f}/s "
                       f"raw={raw_rate:10,.0f}/s ratio={ratio:.2f}"
-                      + (f" binary={bin_rate:10,.0f}/s ratio={path_rate / bin_rate:.2f}" if bin_rate else "")
+                      + (f" fastest={bin_rate:10,.0f}/s ratio={path_rate / bin_rate:.2f}" if bin_rate else "")
                       + f" split: rows={rows_ms:.1f}ms driver={drv_ms:.1f}ms other={other_ms:.1f}ms", file=sys.stderr)
             check_counts(store, sum(s.rows * group_size(s) * (args.reps + 1) for s in shapes))
         finally:
             store.close()
 
     head = ["store", "transaction", "rows/txn", "write path samples/s", "raw driver samples/s", "path/raw",
-            "binary COPY samples/s (path/it)", "write path time per txn (median)"]
+            "driver's fastest way samples/s (path/it)", "write path time per txn (median)"]
     lines = table(head, rows_out)
     print("\n".join(lines))
     for v in verdicts:
@@ -514,11 +532,13 @@ def main(argv: list[str] | None = None) -> int:
             "driver is timed from ready tuples to commit and writes only the sample rows; it names all the "
             "table's columns (the DCGM activity columns NULL), the write path only those the collector sends.",
             "",
-            "Two PostgreSQL references: *raw driver* is psycopg's `COPY` as its documentation shows it "
-            "(`write_row`, text format), the reference the issue names; *binary COPY* is the same call in "
-            "binary format with the column types declared (`set_types`), which the write path itself uses "
-            "(the server skips parsing text numbers). Against the first the write path gains what binary "
-            "saves; against the second the path/it ratio is what the write path's bookkeeping costs.",
+            "Two references per store. *Raw driver* is the driver as its documentation shows it, the "
+            "reference the issue names: `sqlite3` `executemany` of a one-row INSERT; psycopg's `COPY` with "
+            "`write_row` (text format). *The driver's fastest way* is what the write path itself does with "
+            f"the driver: on SQLite an INSERT of {MULTI_ROWS} rows a statement; on PostgreSQL binary `COPY` "
+            "with the column types declared (`set_types`: the server skips parsing numbers from text). "
+            "Against the first the write path gains what those save; against the second its path/it ratio "
+            "is what the write path's own work (rows from records, bookkeeping) costs.",
         ])
     return 0
 

@@ -24,6 +24,7 @@ import gc
 import json
 import logging
 import math
+import sqlite3
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -68,6 +69,7 @@ class WriteResult:
 
 
 GPU_LAST_SEEN_RESOLUTION = 60.0  # seconds; see the module docstring
+_SQLITE_ROWS_PER_INSERT = 50  # rows per INSERT on SQLite, within its limit of bound parameters
 
 # PostgreSQL types of sample columns for binary COPY, by SQLAlchemy type (strings: text).
 _PG_BINARY_TYPES = {BigInteger: "int8", Integer: "int4", Float: "float8", Boolean: "bool"}
@@ -191,6 +193,7 @@ class Writer:
         # shapes whose values a binary dumper refused go as text from then on.
         self._binary_copy: dict[tuple[str, tuple[str, ...]], tuple[str, list[str], list[int]]] = {}
         self._text_copy: set[tuple[str, tuple[str, ...]]] = set()
+        self._sqlite_multi: dict[tuple[str, tuple[str, ...]], tuple[str, int]] = {}  # INSERT of many rows, rows
 
     # -- public -------------------------------------------------------------------------------
 
@@ -477,10 +480,10 @@ class Writer:
                 else f'INSERT INTO "{table.name}" ({collist}) VALUES ({", ".join("?" * len(cols))})')
         raw = conn.connection.driver_connection
         assert raw is not None
-        if self.dialect != "postgresql":
-            raw.executemany(sql, rows)
-            return
         key = (kind, value_cols)
+        if self.dialect != "postgresql":
+            self._sqlite_insert(raw, sql, key, rows)
+            return
         if key not in self._text_copy and self._int4_in_range(key, table, rows):
             binary_sql, types, _ = self._binary_copy[key]
             try:
@@ -494,6 +497,23 @@ class Writer:
         with raw.cursor() as cur, cur.copy(sql) as stream:
             for row in rows:
                 stream.write_row(row)
+
+    def _sqlite_insert(self, raw: Any, sql: str, key: tuple[str, tuple[str, ...]], rows: list[tuple[Any, ...]]) -> None:
+        """``executemany`` of an INSERT of ``_SQLITE_ROWS_PER_INSERT`` rows at a time (about a tenth
+        faster than one row a statement: SQLite steps fewer statements), the rest one by one."""
+        multi = self._sqlite_multi.get(key)
+        if multi is None:
+            width = len(rows[0])
+            limit = raw.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) if hasattr(raw, "getlimit") else 999
+            per = max(1, min(_SQLITE_ROWS_PER_INSERT, limit // width))
+            values = sql[sql.index(" VALUES ") + len(" VALUES "):]
+            multi = self._sqlite_multi[key] = (sql + ", " + ", ".join([values] * (per - 1)), per)
+        multi_sql, per = multi
+        full = len(rows) - len(rows) % per if per > 1 else 0
+        if full:
+            raw.executemany(multi_sql, [tuple(chain.from_iterable(rows[i:i + per])) for i in range(0, full, per)])
+        if full < len(rows):
+            raw.executemany(sql, rows[full:] if full else rows)
 
     def _int4_in_range(self, key: tuple[str, tuple[str, ...]], table: Table, rows: list[tuple[Any, ...]]) -> bool:
         """Whether every value of the ``integer`` columns fits 32 bits, as binary COPY needs: its int4

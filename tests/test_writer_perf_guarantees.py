@@ -166,3 +166,21 @@ def test_a_flush_mixing_written_and_new_batches_writes_the_new_once(store_url: s
     # and the writer goes on as before
     assert writer.write(batch({"name": "n0"}, T0 + 20, [gpu("n0", 0, T0 + 20, {"status": "ok"})])).written
     engine.dispose()
+
+
+def test_rows_in_many_row_inserts_and_the_rest_land_as_given(store_url: str) -> None:
+    """On SQLite rows go 50 to an INSERT, the remainder one by one: 123 rows (two full statements and
+    23 more) must all land with their own values, in every column sent."""
+    engine = make_engine(store_url)
+    upgrade(engine)
+    records = [gpu("n", i % 4, T0 + i // 4, {"status": "ok" if i % 7 else "lost", "power_watts": float(i),
+                                             "sm_clock_hz": 1e9 + i, "process_count": i % 3})
+               for i in range(123)]
+    assert Writer(engine).write(batch({"name": "n"}, T0 + 31, records)).rows == {"gpu_samples": 123}
+    with engine.connect() as conn:
+        got = conn.execute(select(GpuSample.ts, Gpu.index, GpuSample.status, GpuSample.power_watts,
+                                  GpuSample.sm_clock_hz, GpuSample.process_count)
+                           .join(Gpu, Gpu.id == GpuSample.gpu_id).order_by(GpuSample.power_watts)).all()
+    assert [tuple(r) for r in got] == [(T0 + i // 4, i % 4, "ok" if i % 7 else "lost", float(i), 1e9 + i, i % 3)
+                                       for i in range(123)]
+    engine.dispose()
