@@ -33,6 +33,16 @@ def binary(name: str) -> str:
     return path
 
 
+class ManualClock:
+    """An injected clock that reads ``now``, which the test sets."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -12,17 +12,14 @@ from collectors.fake_nvml import FakeNVML, _FieldUnion, _union
 from collectors.nvml import NvmlCollector
 from collectors.records import Sample
 from collectors.scenarios import Fault, Scenario
+from tests.conftest import ManualClock
 
 START = 1_764_000_000.0
 MEMBERS = ("dVal", "uiVal", "ulVal", "ullVal", "sllVal", "siVal", "usVal")
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = START
-
-    def __call__(self) -> float:
-        return self.now
+def Clock() -> ManualClock:  # noqa: N802 - reads as the class it stands for
+    return ManualClock(START)
 
 
 def _entries(fields: list[Any]) -> list[tuple[Any, ...]]:

@@ -25,17 +25,14 @@ from collectors.host import HostCollector
 from collectors.network import SPEED_REFRESH_SECONDS, NetworkCollector
 from collectors.nvml import NvmlCollector
 from collectors.scenarios import Fault, Scenario
+from tests.conftest import ManualClock
 
 START = 1_764_000_000.0
 ALL_LINKS = 0xFFFFFFFF
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = START
-
-    def __call__(self) -> float:
-        return self.now
+def Clock() -> ManualClock:  # noqa: N802 - reads as the class it stands for
+    return ManualClock(START)
 
 
 def _entries(fields: list[Any]) -> list[tuple[Any, ...]]:

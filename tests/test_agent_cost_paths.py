@@ -17,16 +17,13 @@ from collectors.nvml import BATCHED_FIELDS, INVENTORY_REFRESH_SECONDS, NvmlColle
 from collectors.records import GpuInfo, Sample
 from collectors.scenarios import Fault, Scenario
 from collectors.storage import MOUNT_REFRESH_SECONDS, StorageCollector
+from tests.conftest import ManualClock
 
 START = 1_764_000_000.0
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = START
-
-    def __call__(self) -> float:
-        return self.now
+def Clock() -> ManualClock:  # noqa: N802 - reads as the class it stands for
+    return ManualClock(START)
 
 
 class Counting:

@@ -15,17 +15,14 @@ from collectors.fake_nvml import FakeNVML, NVMLError
 from collectors.gpu_models import NoiseStream, _knot_value, smooth_noise, unit_hash
 from collectors.nvml import NvmlCollector
 from collectors.scenarios import Fault, Scenario
+from tests.conftest import ManualClock
 
 START = 1_764_000_000.0
 ALL_LINKS = 0xFFFFFFFF
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = START
-
-    def __call__(self) -> float:
-        return self.now
+def Clock() -> ManualClock:  # noqa: N802 - reads as the class it stands for
+    return ManualClock(START)
 
 
 @pytest.mark.parametrize("knot", [5.0, 7.0, 10.0, 30.0])
