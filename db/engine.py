@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+from sqlalchemy.exc import ArgumentError, DisconnectionError, NoSuchModuleError
 
 from db.secrets import SecretError, database_url, redact_url
 
@@ -71,9 +72,10 @@ def make_engine(url: str | None = None, *, busy_timeout_ms: int = 2000, **kwargs
     SQLite: WAL journal, ``synchronous=NORMAL`` (durable across application crashes, which is what
     the agent's spool needs) and a short busy timeout, so a locked file makes the writer spool
     instead of stalling the collection loop. The parent folder is created.
-    PostgreSQL: psycopg 3 and a pool that survives a server restart: ``pool_pre_ping`` tests a
-    connection before handing it out, connections are recycled every half hour (a backend does not
-    live for ever behind a proxy or PgBouncer), TCP keepalives notice a server that vanished
+    PostgreSQL: psycopg 3 and a pool that survives a server restart: a ping tests a connection
+    before handing it out (unless it was in use half a second ago: ``_ping_unless_just_used``),
+    connections are recycled every half hour (a backend does not live for ever behind a proxy or
+    PgBouncer), TCP keepalives notice a server that vanished
     mid-statement, and ``application_name`` names the process in ``pg_stat_activity``. Pool size,
     overflow and recycle come from ``GPUFLEET_DB_POOL_SIZE``, ``GPUFLEET_DB_MAX_OVERFLOW`` and
     ``GPUFLEET_DB_POOL_RECYCLE`` when set (see docs/SCALING.md); ``kwargs`` override everything.
@@ -99,11 +101,41 @@ def make_engine(url: str | None = None, *, busy_timeout_ms: int = 2000, **kwargs
         return engine
     for name, (env, default) in POOL_SETTINGS.items():
         kwargs.setdefault(name, _env_int(env, default))
-    kwargs.setdefault("pool_pre_ping", True)
+    ping = "pool_pre_ping" not in kwargs
+    kwargs.setdefault("pool_pre_ping", False)  # pinged below, unless the caller chose
     kwargs.setdefault("pool_timeout", 10)
     connect_args = {k: v for k, v in PG_CONNECT_ARGS.items() if k not in parsed.query}
     connect_args.update(kwargs.pop("connect_args", {}))
-    return create_engine(parsed, connect_args=connect_args, **kwargs)
+    engine = create_engine(parsed, connect_args=connect_args, **kwargs)
+    if ping:
+        _ping_unless_just_used(engine)
+    return engine
+
+
+PING_BYPASS_SECONDS = 0.5  # HikariCP's aliveBypassWindowMs: a connection this fresh is not pinged
+
+
+def _ping_unless_just_used(engine: Engine) -> None:
+    """``pool_pre_ping``, except for a connection checked in less than ``PING_BYPASS_SECONDS`` ago
+    (an agent draining its spool, a controller cycle's queries): the ping is a round trip per
+    transaction there, for a connection that was just seen alive. A server that went away within
+    that window fails that one transaction, which the pool then replaces (the agent keeps the
+    batch in its spool and writes it again)."""
+
+    @event.listens_for(engine, "checkout")
+    def _checkout(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        used = record.info.get("gpufleet_checked_in")
+        if used is not None and time.monotonic() - used < PING_BYPASS_SECONDS:
+            return
+        try:
+            engine.dialect.do_ping(dbapi_conn)
+        except Exception as exc:
+            raise DisconnectionError(f"ping failed: {exc}") from exc  # the pool connects afresh
+
+    @event.listens_for(engine, "checkin")
+    def _checkin(_dbapi_conn: Any, record: Any) -> None:
+        if record is not None:
+            record.info["gpufleet_checked_in"] = time.monotonic()
 
 
 # create_engine setting -> (environment variable, default). An agent's writer uses one connection at

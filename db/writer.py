@@ -153,6 +153,10 @@ class _Replayed(Exception):
     """A batch of the transaction was already written (found while recording them, PostgreSQL)."""
 
 
+class _NeedsLookup(Exception):
+    """Building rows met a GPU to register while SQL could not run (the overlapped path)."""
+
+
 class _BinaryCopyRefused(Exception):
     """A binary COPY dumper refused a value of this (kind, value columns) shape; raised from it."""
 
@@ -194,6 +198,7 @@ class Writer:
         self._binary_copy: dict[tuple[str, tuple[str, ...]], tuple[str, list[str], list[int]]] = {}
         self._text_copy: set[tuple[str, tuple[str, ...]]] = set()
         self._sqlite_multi: dict[tuple[str, tuple[str, ...]], tuple[str, int]] = {}  # INSERT of many rows, rows
+        self._no_sql = False  # set while rows are built inside the overlapped path's pipeline
 
     # -- public -------------------------------------------------------------------------------
 
@@ -216,6 +221,13 @@ class Writer:
                         return self._write_many(conn, batches, check_first)
                 except _Replayed:
                     self._forget()  # some batch was already written: again, looking first
+                    check_first = True
+                except _NeedsLookup:
+                    # A GPU to register (SQL, which the overlapped path cannot run): again, the plain
+                    # way. Only the node ids may name rows rolled back (a node inserted by the first
+                    # try); the GPU ids are all from committed transactions.
+                    self._node_ids.clear()
+                    self._node_seen.clear()
                     check_first = True
                 except _BinaryCopyRefused as refused:
                     # A value the binary format cannot carry as the column's type (say a float for a
@@ -243,13 +255,14 @@ class Writer:
     # -- the transaction ----------------------------------------------------------------------
 
     def _write_many(self, conn: Connection, batches: Sequence[Batch], check_first: bool) -> list[WriteResult]:
-        """The transaction. ``check_first``: look up which batches are already written before
-        anything else (SQLite, and PostgreSQL after a replay). Otherwise (PostgreSQL) the batches are
-        recorded first, with their heartbeats and last_seen, in one round trip that also says
-        whether any was already there (``_Replayed``: the caller rolls back and checks first)."""
+        """The transaction. ``check_first`` (SQLite; PostgreSQL after a replay or for a new GPU):
+        look up which batches are already written, build and insert the rows, then record the
+        batches. Otherwise ``_write_many_overlapped``."""
         raw = conn.connection.driver_connection
         assert raw is not None
-        done = self._ingested(raw, [b.batch_id for b in batches]) if check_first else set()
+        if not check_first:
+            return self._write_many_overlapped(conn, raw, batches)
+        done = self._ingested(raw, [b.batch_id for b in batches])
         rows: dict[tuple[str, tuple[str, ...]], list[tuple[Any, ...]]] = defaultdict(list)
         events: list[dict[str, Any]] = []
         heartbeats: list[tuple[Any, ...]] = []
@@ -268,18 +281,69 @@ class Writer:
             heartbeats.append((node_id, batch.ts, batch.node.get("agent_version"), self._collectors_json(batch)))
             ingested.append((batch.batch_id, node_id, batch.ts, len(batch.records)))
             results.append(WriteResult(written=True, rows=counts))
-        if gpu_seen:  # only GPUs whose last_seen moved on by the resolution since this writer wrote it
-            written = self._gpu_seen_written
-            gpu_seen = {g: t for g, t in gpu_seen.items() if t >= written.get(g, -math.inf) + GPU_LAST_SEEN_RESOLUTION}
-            written.update(gpu_seen)
-        if ingested and not check_first and self._bookkeeping(raw, heartbeats, ingested, gpu_seen, node_seen):
-            raise _Replayed
+        gpu_seen = self._due_gpu_seen(gpu_seen)
         for (kind, value_cols), kind_rows in rows.items():
             self._bulk_insert(conn, SAMPLE_TABLES[kind], kind, value_cols, kind_rows)
         self._insert_ignore(conn, EVENTS, events, ["uid"])
-        if ingested and check_first:
+        if ingested:
             self._bookkeeping(raw, heartbeats, ingested, gpu_seen, node_seen)
         return results
+
+    def _write_many_overlapped(self, conn: Connection, raw: Any, batches: Sequence[Batch]) -> list[WriteResult]:
+        """PostgreSQL: the batches are recorded first (batch ids, heartbeats, nodes' last_seen), sent
+        in one pipeline that the server works through while the rows are built here (the GPUs'
+        last_seen, which the rows tell, follows in the same round trip); the answer says whether
+        any batch was already written (``_Replayed``: the caller rolls back and goes
+        the plain way). Building rows must not run SQL meanwhile, so a GPU not yet known raises
+        ``_NeedsLookup`` (once per new GPU), with the same outcome."""
+        results: list[WriteResult | None] = []
+        todo: list[tuple[int, Batch, int]] = []
+        heartbeats: list[tuple[Any, ...]] = []
+        ingested: list[tuple[Any, ...]] = []
+        node_seen: dict[int, float] = {}
+        ids: set[str] = set()
+        for batch in batches:
+            if batch.batch_id in ids:
+                results.append(WriteResult(written=False, rows={}))
+                continue
+            ids.add(batch.batch_id)
+            node_id = self._node(conn, batch)
+            node_seen[node_id] = max(node_seen.get(node_id, batch.ts), batch.ts)
+            heartbeats.append((node_id, batch.ts, batch.node.get("agent_version"), self._collectors_json(batch)))
+            ingested.append((batch.batch_id, node_id, batch.ts, len(batch.records)))
+            todo.append((len(results), batch, node_id))
+            results.append(None)
+        rows: dict[tuple[str, tuple[str, ...]], list[tuple[Any, ...]]] = defaultdict(list)
+        events: list[dict[str, Any]] = []
+        gpu_seen: dict[int, float] = {}
+        if todo:
+            self._no_sql = True
+            try:
+                with raw.pipeline() as pipeline, raw.cursor() as recorded, raw.cursor() as cur:
+                    self._send_records(recorded, cur, heartbeats, ingested, node_seen)
+                    for position, batch, node_id in todo:  # while the server records the batches
+                        counts = self._records(conn, node_id, batch.records, rows, events, gpu_seen)
+                        results[position] = WriteResult(written=True, rows=counts)
+                    if gpu_seen := self._due_gpu_seen(gpu_seen):  # in the same round trip
+                        cur.execute(self._sql["gpus"], (list(gpu_seen), _floats(gpu_seen.values())))
+                    pipeline.sync()
+                    if len(recorded.fetchall()) < len(ingested):
+                        raise _Replayed
+            finally:
+                self._no_sql = False
+        for (kind, value_cols), kind_rows in rows.items():
+            self._bulk_insert(conn, SAMPLE_TABLES[kind], kind, value_cols, kind_rows)
+        self._insert_ignore(conn, EVENTS, events, ["uid"])
+        return [r for r in results if r is not None]
+
+    def _due_gpu_seen(self, gpu_seen: dict[int, float]) -> dict[int, float]:
+        """The GPUs whose last_seen moved on by the resolution since this writer wrote it."""
+        if not gpu_seen:
+            return gpu_seen
+        written = self._gpu_seen_written
+        due = {g: t for g, t in gpu_seen.items() if t >= written.get(g, -math.inf) + GPU_LAST_SEEN_RESOLUTION}
+        written.update(due)
+        return due
 
     def _ingested(self, raw: Any, ids: list[str]) -> set[str]:
         """The ids among ``ids`` already written."""
@@ -299,16 +363,10 @@ class Writer:
         batch change nothing: heartbeats are kept once, last_seen only moves forward)."""
         sql = self._sql
         if self.dialect == "postgresql":
-            # An array holds one type: times that came in as int become float, versions text.
-            node_ids, times, versions, states = zip(*heartbeats, strict=True)
-            batch_ids, batch_nodes, batch_times, counts = zip(*ingested, strict=True)
             with raw.pipeline() as pipeline, raw.cursor() as recorded, raw.cursor() as cur:  # one round trip
-                recorded.execute(sql["ingested"], (_texts(batch_ids), list(batch_nodes), _floats(batch_times),
-                                                   list(counts)))
-                cur.execute(sql["heartbeats"], (list(node_ids), _floats(times), _texts(versions), list(states)))
-                for table, seen in (("gpus", gpu_seen), ("nodes", node_seen)):
-                    if seen:
-                        cur.execute(sql[table], (list(seen), _floats(seen.values())))
+                self._send_records(recorded, cur, heartbeats, ingested, node_seen)
+                if gpu_seen:
+                    cur.execute(sql["gpus"], (list(gpu_seen), _floats(gpu_seen.values())))
                 pipeline.sync()
                 return len(recorded.fetchall()) < len(ingested)
         raw.executemany(sql["heartbeats"], heartbeats)
@@ -321,6 +379,19 @@ class Writer:
                 for chunk in _chunks(keys):
                     raw.execute(sql[table].format(", ".join("?" * len(chunk))), (ts, *chunk))
         return False
+
+    def _send_records(self, recorded: Any, cur: Any, heartbeats: list[tuple[Any, ...]],
+                      ingested: list[tuple[Any, ...]], node_seen: dict[int, float]) -> None:
+        """PostgreSQL, in a pipeline: the batch ids (``recorded`` gets back those new), heartbeats and
+        the nodes' last_seen, each one statement over arrays. An array holds one type: times that
+        came in as int become float, versions text."""
+        sql = self._sql
+        node_ids, times, versions, states = zip(*heartbeats, strict=True)
+        batch_ids, batch_nodes, batch_times, counts = zip(*ingested, strict=True)
+        recorded.execute(sql["ingested"], (_texts(batch_ids), list(batch_nodes), _floats(batch_times), list(counts)))
+        cur.execute(sql["heartbeats"], (list(node_ids), _floats(times), _texts(versions), list(states)))
+        if node_seen:
+            cur.execute(sql["nodes"], (list(node_seen), _floats(node_seen.values())))
 
     def _collectors_json(self, batch: Batch) -> str | None:
         """The heartbeat's collector states as JSON (NULL when none), serialised again only when
@@ -345,6 +416,8 @@ class Writer:
         return node_id
 
     def _gpu(self, conn: Connection, node_id: int, uuid: str, ts: float, info: dict[str, Any]) -> int:
+        if self._no_sql:
+            raise _NeedsLookup
         gpu_id = ensure_gpu(conn, node_id, uuid, ts, info, known=self._gpu_ids.get(uuid))
         self._gpu_ids[uuid] = gpu_id
         return gpu_id

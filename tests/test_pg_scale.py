@@ -14,7 +14,7 @@ from agent.config import AgentConfig
 from agent.daemon import build_agent
 from collectors.fake_nvml import FakeNVML, load_scenario
 from collectors.nvml import NvmlCollector
-from db.engine import StoreError, make_engine, upgrade
+from db.engine import PING_BYPASS_SECONDS, StoreError, make_engine, upgrade
 from db.models import SAMPLE_TABLES, GpuSample, IngestedBatch
 
 GPUS = 2
@@ -53,7 +53,7 @@ def test_inventory_tables_leave_room_for_in_place_last_seen_updates(pg_url: str)
 
 def test_pool_settings_and_overrides(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     engine = make_engine(pg_url)
-    assert engine.pool._pre_ping and engine.pool._recycle == 1800  # type: ignore[attr-defined]
+    assert engine.pool._recycle == 1800  # type: ignore[attr-defined]
     assert engine.pool.size() == 5  # type: ignore[attr-defined]
     with engine.connect() as conn:
         assert conn.execute(text("SHOW application_name")).scalar() == "gpufleet"
@@ -101,3 +101,28 @@ def test_agent_keeps_every_sample_when_its_connections_are_killed(pg_url: str, t
         batches = conn.execute(select(func.count()).select_from(IngestedBatch)).scalar_one()
     admin.dispose()
     assert batches == agent.cycles and rows == agent.cycles * GPUS
+
+
+def test_connections_are_pinged_unless_just_used(pg_url: str) -> None:
+    """A connection back in the pool for longer than PING_BYPASS_SECONDS is pinged before use, and
+    replaced when its backend is gone; one checked in a moment ago is handed out as it is."""
+    engine = make_engine(pg_url)
+    pings = []
+    ping = engine.dialect.do_ping
+    engine.dialect.do_ping = lambda conn: pings.append(1) or ping(conn)  # type: ignore[method-assign]
+    admin = make_engine(pg_url)
+    try:
+        with engine.connect() as conn:
+            pid = conn.execute(text("SELECT pg_backend_pid()")).scalar()
+        with engine.connect() as conn:  # straight after: no ping
+            assert conn.execute(text("SELECT pg_backend_pid()")).scalar() == pid
+        assert len(pings) == 1  # the first checkout of the new connection
+        with admin.connect() as conn:
+            assert conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar()
+        time.sleep(PING_BYPASS_SECONDS + 0.2)
+        with engine.connect() as conn:  # pinged, found dead, replaced: no error here
+            assert conn.execute(text("SELECT pg_backend_pid()")).scalar() != pid
+        assert len(pings) >= 2
+    finally:
+        engine.dispose()
+        admin.dispose()
