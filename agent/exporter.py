@@ -140,15 +140,16 @@ def _family_name(name: str, counter: bool) -> str:
 
 
 # Each table's specs with the family name worked out once: (family name, column, counter?, help).
-_FULL_SPECS: dict[int, list[tuple[str, str, bool, str]]] = {}
+_FULL_SPECS: dict[int, tuple[list[tuple[str, str, bool, str]], list[tuple[str, str, bool, str]]]] = {}
 
 
 def _table(specs: list[tuple[str, str, bool, str]], labels: tuple[str, ...],
            rows: list[tuple[Labels, dict[str, Any]]]) -> Iterator[Family]:
     """One family per spec over the rows that have a number in its column; empty ones are left out."""
-    full = _FULL_SPECS.get(id(specs))
-    if full is None:
-        full = _FULL_SPECS[id(specs)] = [(_family_name(n, c), col, c, h) for n, col, c, h in specs]
+    known = _FULL_SPECS.get(id(specs))
+    if known is None or known[0] is not specs:  # keyed by identity: the module's own spec lists
+        known = _FULL_SPECS[id(specs)] = (specs, [(_family_name(n, c), col, c, h) for n, col, c, h in specs])
+    full = known[1]
     for name, column, counter, help_text in full:
         out = [(lab, v) for lab, values in rows if isinstance(v := values.get(column), _NUMBER)]
         if out:
@@ -229,6 +230,8 @@ class SnapshotCollector:
             if value == 0:  # 0, 0.0 and -0.0 are one key but two texts: not cached, and cheap
                 return _zero(value)
             text = floatToGoString(value)
+            if value != value:  # NaN is never found again under itself: not worth a cache entry
+                return text
             if len(self._numbers) > _CACHE_LIMIT:
                 self._numbers.clear()
             self._numbers[value] = text
@@ -405,6 +408,7 @@ class _ReusedThreads:
     def _work(self, job: tuple[Any, Any] | None, inbox: queue.SimpleQueue[tuple[Any, Any] | None]) -> None:
         while job is not None:
             self.process_request_thread(*job)  # type: ignore[attr-defined]  # ThreadingMixIn's
+            job = None  # the closed socket is not kept while waiting
             with self._lock:
                 if self._closed or len(self._idle) >= self.max_idle:
                     return

@@ -94,8 +94,8 @@ class HostCollector:
             values["load1"], values["load5"], values["load15"] = self._psutil.getloadavg()
         except (OSError, AttributeError):
             pass
-        meminfo = read_all(self._meminfo_path)
-        mem = self._memory(meminfo) if self._direct else None
+        meminfo = read_all(self._meminfo_path) if self._direct else None
+        mem = self._memory(meminfo)
         if mem is None:
             vm = self._psutil.virtual_memory()
             mem = vm.total, vm.available, vm.used
@@ -142,11 +142,12 @@ class HostCollector:
         return total, avail, total - avail
 
     def _swap(self, meminfo: bytes | None = None) -> tuple[int, int] | None:
-        """(total, used) swap bytes. From SwapTotal and SwapFree of <procfs>/meminfo (read by
-        ``collect`` for memory too, or here), as ``psutil.swap_memory`` computes them (used = total
-        - free), without the scan of /proc/vmstat it also makes for page-in/out counts this collector
-        does not report; from ``psutil.swap_memory()`` when the file or those lines are missing."""
-        if meminfo is None:
+        """(total, used) swap bytes. When reading /proc directly, from SwapTotal and SwapFree of
+        <procfs>/meminfo (read by ``collect`` for memory too, or here), as ``psutil.swap_memory``
+        computes them (used = total - free), without the scan of /proc/vmstat it also makes for
+        page-in/out counts this collector does not report; otherwise, or when the file or those
+        lines are missing, from ``psutil.swap_memory()``."""
+        if meminfo is None and self._direct:
             meminfo = read_all(self._meminfo_path)
         if meminfo is not None:
             total = meminfo_bytes(meminfo, b"SwapTotal:")

@@ -132,7 +132,7 @@ class NetworkCollector:
         self._nowrap = NoWrap()
         self._socket: socket.socket | None = None
         # interface -> (struct ifreq naming it, <sysfs>/class/net/<if>/ carrier_changes, speed, type)
-        self._paths: dict[str, tuple[bytes, str, str, str]] = {}
+        self._paths: dict[str, tuple[bytes, str, str, str, bool]] = {}
         self._sysfs = sysfs
         self._clock = clock
         self._include = list(include) if include is not None else None
@@ -282,8 +282,10 @@ class NetworkCollector:
                     os.path.join(base, "carrier_changes"),
                     os.path.join(base, "speed"),
                     os.path.join(base, "type"),
+                    # A bond's speed is the sum of its usable links: it changes while the bond stays up.
+                    not os.path.isdir(os.path.join(base, "bonding")),
                 )
-            ifreq, carrier_path, speed_path, type_path = paths
+            ifreq, carrier_path, speed_path, type_path, speed_cacheable = paths
             carrier_changes = _read_int(carrier_path)
             if stats is None:
                 isup_mtu = self._if_stats(name, ifreq)
@@ -293,7 +295,7 @@ class NetworkCollector:
                 isup, mtu = (st.isup, st.mtu) if st is not None else (None, None)
             known = self._speeds.get(name)
             if known is not None and known[0] == (carrier_changes, isup) and carrier_changes is not None \
-                    and known[1] <= now < known[1] + SPEED_REFRESH_SECONDS:
+                    and speed_cacheable and known[1] <= now < known[1] + SPEED_REFRESH_SECONDS:
                 speed_mbps = known[2]
             else:
                 speed_mbps = _read_int(speed_path)

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, DisconnectionError, NoSuchModuleError
+from sqlalchemy.exc import ArgumentError, InvalidatePoolError, NoSuchModuleError
 
 from db.secrets import SecretError, database_url, redact_url
 
@@ -122,6 +122,10 @@ def _ping_unless_just_used(engine: Engine) -> None:
     that window fails that one transaction, which the pool then replaces (the agent keeps the
     batch in its spool and writes it again)."""
 
+    @event.listens_for(engine, "connect")
+    def _connected(_dbapi_conn: Any, record: Any) -> None:
+        record.info["gpufleet_checked_in"] = time.monotonic()  # just made: alive, no ping needed
+
     @event.listens_for(engine, "checkout")
     def _checkout(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
         used = record.info.get("gpufleet_checked_in")
@@ -130,7 +134,8 @@ def _ping_unless_just_used(engine: Engine) -> None:
         try:
             engine.dialect.do_ping(dbapi_conn)
         except Exception as exc:
-            raise DisconnectionError(f"ping failed: {exc}") from exc  # the pool connects afresh
+            # As pool_pre_ping: the whole pool is stale after a server restart, not just this one.
+            raise InvalidatePoolError(f"ping failed: {exc}") from exc
 
     @event.listens_for(engine, "checkin")
     def _checkin(_dbapi_conn: Any, record: Any) -> None:

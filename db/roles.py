@@ -39,7 +39,8 @@ AGENT_READS_COLUMNS = {"events": ("uid",), HEARTBEATS.name: ("node_id", "ts")}
 AGENT_UPDATES = {"nodes": ("id", "name", "first_seen"), "gpus": ("id", "uuid", "first_seen")}
 # table -> privileges: the dashboard's operator actions (alerts.silences, planner.recommend.acknowledge,
 # db.audit), nothing more.
-DASHBOARD_WRITES = {"silences": "INSERT, UPDATE", "recommendation_acks": "INSERT, DELETE", "audit_log": "INSERT"}
+DASHBOARD_WRITES = {"silences": "INSERT, UPDATE (starts_at, ends_at)",  # create; expire, not rewrite
+                    "recommendation_acks": "INSERT, DELETE", "audit_log": "INSERT"}
 CONTROLLER_INSERTS = ("audit_log",)
 CONTROLLER_WRITES = ("alerts", "silences", "notification_groups", "notifications", "delivery_attempts",
                      "health_states", "leases", "rollup_state", *ROLLUP_TABLES)

@@ -118,6 +118,13 @@ def _texts(values: Iterable[Any]) -> list[str | None]:
     return [None if v is None else str(v) for v in values]
 
 
+def _column_values(rows: list[tuple[Any, ...]], positions: list[int]) -> Iterable[Any]:
+    """The values at ``positions`` of every row, one after another (in C: itemgetter of one
+    position gives the value itself, of several a tuple)."""
+    picked = map(itemgetter(*positions), rows)
+    return chain.from_iterable(picked) if len(positions) > 1 else picked
+
+
 def _chunks(items: list[Any], size: int = 500) -> Iterable[list[Any]]:
     """``items`` in lists of at most ``size``: bound parameters per IN list, well under SQLite's limit."""
     return (items[i:i + size] for i in range(0, len(items), size))
@@ -195,7 +202,7 @@ class Writer:
         self._gpu_seen_written: dict[int, float] = {}  # gpus.last_seen as this writer last wrote it
         # PostgreSQL: (kind, value columns) → binary COPY statement, column types, int4 columns' getter;
         # shapes whose values a binary dumper refused go as text from then on.
-        self._binary_copy: dict[tuple[str, tuple[str, ...]], tuple[str, list[str], list[int]]] = {}
+        self._binary_copy: dict[tuple[str, tuple[str, ...]], tuple[str, list[str], list[int], list[int]]] = {}
         self._text_copy: set[tuple[str, tuple[str, ...]]] = set()
         self._sqlite_multi: dict[tuple[str, tuple[str, ...]], tuple[str, int]] = {}  # INSERT of many rows, rows
         self._no_sql = False  # set while rows are built inside the overlapped path's pipeline
@@ -285,8 +292,8 @@ class Writer:
         for (kind, value_cols), kind_rows in rows.items():
             self._bulk_insert(conn, SAMPLE_TABLES[kind], kind, value_cols, kind_rows)
         self._insert_ignore(conn, EVENTS, events, ["uid"])
-        if ingested:
-            self._bookkeeping(raw, heartbeats, ingested, gpu_seen, node_seen)
+        if ingested and self._bookkeeping(raw, heartbeats, ingested, gpu_seen, node_seen):
+            raise _Replayed  # another writer recorded one of them since the check: again, looking first
         return results
 
     def _write_many_overlapped(self, conn: Connection, raw: Any, batches: Sequence[Batch]) -> list[WriteResult]:
@@ -557,8 +564,8 @@ class Writer:
         if self.dialect != "postgresql":
             self._sqlite_insert(raw, sql, key, rows)
             return
-        if key not in self._text_copy and self._int4_in_range(key, table, rows):
-            binary_sql, types, _ = self._binary_copy[key]
+        if key not in self._text_copy and self._binary_safe(key, table, rows):
+            binary_sql, types, _, _ = self._binary_copy[key]
             try:
                 with raw.cursor() as cur, cur.copy(binary_sql) as stream:
                     stream.set_types(types)
@@ -588,21 +595,24 @@ class Writer:
         if full < len(rows):
             raw.executemany(sql, rows[full:] if full else rows)
 
-    def _int4_in_range(self, key: tuple[str, tuple[str, ...]], table: Table, rows: list[tuple[Any, ...]]) -> bool:
-        """Whether every value of the ``integer`` columns fits 32 bits, as binary COPY needs: its int4
-        dumper would keep the low 32 bits of a larger number, where text input fails loudly."""
+    def _binary_safe(self, key: tuple[str, tuple[str, ...]], table: Table, rows: list[tuple[Any, ...]]) -> bool:
+        """Whether binary COPY stores these rows as text input would, or refuse them: every value of
+        the ``integer`` columns fits 32 bits (the int4 dumper would keep the low 32 bits of a larger
+        number) and every value of the ``boolean`` columns is a bool (the bool dumper would store
+        the truth of "false" or 0.5). Otherwise text COPY, where the server takes or names them."""
         if key not in self._binary_copy:
             cols = [*self._layout[key[0]][0], *key[1]]
             types = [_PG_BINARY_TYPES.get(type(table.c[c].type), "text") for c in cols]
-            int4 = [i for i, t in enumerate(types) if t == "int4"]
             collist = ", ".join(f'"{c}"' for c in cols)
-            self._binary_copy[key] = (f'COPY "{table.name}" ({collist}) FROM STDIN (FORMAT BINARY)', types, int4)
-        int4 = self._binary_copy[key][2]
+            self._binary_copy[key] = (f'COPY "{table.name}" ({collist}) FROM STDIN (FORMAT BINARY)', types,
+                                      [i for i, t in enumerate(types) if t == "int4"],
+                                      [i for i, t in enumerate(types) if t == "bool"])
+        _, _, int4, bools = self._binary_copy[key]
+        if bools and not {type(v) for v in _column_values(rows, bools)} <= {bool, type(None)}:
+            return False
         if not int4:
             return True
-        # In C: the int4 values of every row, flattened (itemgetter of one gives the value itself).
-        picked = map(itemgetter(*int4), rows)
-        values = [v for v in (chain.from_iterable(picked) if len(int4) > 1 else picked) if v is not None]
+        values = [v for v in _column_values(rows, int4) if v is not None]
         try:
             return not values or (_INT4[0] <= min(values) and max(values) <= _INT4[1])
         except TypeError:  # not numbers: text COPY, where the server names the bad value

@@ -201,9 +201,10 @@ def test_swap_from_meminfo_matches_psutil(tmp_path: Path) -> None:
 
     (tmp_path / "meminfo").write_text("MemTotal:       1000 kB\nSwapCached:        0 kB\n"
                                       "SwapTotal:       2048 kB\nSwapFree:        512 kB\n")
-    assert HostCollector(Psutil(), procfs=str(tmp_path))._swap() == (2048 * 1024, 1536 * 1024)
+    assert HostCollector(Psutil(), procfs=str(tmp_path), direct=True)._swap() == (2048 * 1024, 1536 * 1024)
+    assert HostCollector(Psutil(), procfs=str(tmp_path))._swap() == (5, 3)  # a stand-in psutil answers all
     (tmp_path / "meminfo").write_text("MemTotal:       1000 kB\n")  # no swap lines: psutil's answer
-    assert HostCollector(Psutil(), procfs=str(tmp_path))._swap() == (5, 3)
+    assert HostCollector(Psutil(), procfs=str(tmp_path), direct=True)._swap() == (5, 3)
     if Path("/proc/meminfo").exists():
         import psutil
 

@@ -96,6 +96,7 @@ def write_stat(root: Path, **fields: int) -> None:
 
 def write_meminfo(root: Path, **fields: int) -> None:
     (root / "meminfo").write_text(MEMINFO.format(**fields))
+    (root / "vmstat").write_text("pswpin 0\npswpout 0\n")  # what psutil.swap_memory() also reads
 
 
 class Clock:

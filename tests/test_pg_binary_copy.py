@@ -1,7 +1,7 @@
 """PostgreSQL's write path sends sample rows as binary COPY with the column types declared. What
 must not change with it: a value the binary format cannot carry as the column's type still lands
-(the shape goes as text from then on), and a number too large for an ``integer`` column fails
-loudly, as text input does, instead of keeping its low 32 bits."""
+(the shape goes as text from then on), and a number too large for an ``integer`` column, or a
+non-bool in a ``boolean`` one, is taken or refused as text input would, never stored changed."""
 
 from __future__ import annotations
 
@@ -63,4 +63,20 @@ def test_an_integer_too_large_for_its_column_fails_loudly(pg_url: str) -> None:
         assert conn.execute(select(func.count()).select_from(GpuSample)).scalar_one() == 0
         assert conn.execute(select(func.count()).select_from(IngestedBatch)).scalar_one() == 0
     assert writer.write(one(T0, {"status": "ok", "process_count": 3})).written  # the writer goes on
+    engine.dispose()
+
+
+def test_a_boolean_column_given_anything_but_bools_goes_as_text(pg_url: str) -> None:
+    """The binary bool dumper stores the truth of any value ("false" would be true); text input
+    parses it, or refuses it with the column named."""
+    engine = make_engine(pg_url)
+    upgrade(engine)
+    writer = Writer(engine)
+    assert writer.write(one(T0, {"status": "ok", "remapped_rows_pending": "false",
+                                 "remapped_rows_failure": True})).written
+    with pytest.raises(Exception, match="boolean"):
+        writer.write(one(T0 + 10, {"status": "ok", "remapped_rows_pending": 0.5, "remapped_rows_failure": False}))
+    with engine.connect() as conn:
+        stored = conn.execute(select(GpuSample.remapped_rows_pending, GpuSample.remapped_rows_failure)).one()
+    assert tuple(stored) == (False, True)
     engine.dispose()

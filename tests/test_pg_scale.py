@@ -116,13 +116,13 @@ def test_connections_are_pinged_unless_just_used(pg_url: str) -> None:
             pid = conn.execute(text("SELECT pg_backend_pid()")).scalar()
         with engine.connect() as conn:  # straight after: no ping
             assert conn.execute(text("SELECT pg_backend_pid()")).scalar() == pid
-        assert len(pings) == 1  # the first checkout of the new connection
+        assert not pings  # a new connection, then one just checked in: neither is pinged
         with admin.connect() as conn:
             assert conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid}).scalar()
         time.sleep(PING_BYPASS_SECONDS + 0.2)
         with engine.connect() as conn:  # pinged, found dead, replaced: no error here
             assert conn.execute(text("SELECT pg_backend_pid()")).scalar() != pid
-        assert len(pings) >= 2
+        assert pings
     finally:
         engine.dispose()
         admin.dispose()

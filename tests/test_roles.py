@@ -103,6 +103,7 @@ def test_agent_dashboard_and_controller_under_their_roles(roles, tmp_path: Path)
         with dash.connect() as conn:
             assert conn.execute(text("SELECT count(*) FROM audit_log")).scalar() == 2
         assert refused(dash, "DELETE FROM silences")
+        assert refused(dash, "UPDATE silences SET matchers = '[]'")  # expire a silence, never rewrite one
         assert refused(dash, "DELETE FROM events")
         for engine in (dash, ctl):  # the audit log is insert-only
             assert refused(engine, "UPDATE audit_log SET actor = 'someone else'")

@@ -4,6 +4,7 @@ caller-owned dicts mutated between batches, flushes larger than one IN list, las
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from sqlalchemy import select, text
 
@@ -183,4 +184,33 @@ def test_rows_in_many_row_inserts_and_the_rest_land_as_given(store_url: str) -> 
                            .join(Gpu, Gpu.id == GpuSample.gpu_id).order_by(GpuSample.power_watts)).all()
     assert [tuple(r) for r in got] == [(T0 + i // 4, i % 4, "ok" if i % 7 else "lost", float(i), 1e9 + i, i % 3)
                                        for i in range(123)]
+    engine.dispose()
+
+
+def test_a_writer_that_knows_the_gpus_detects_a_replay_in_a_mixed_flush(store_url: str) -> None:
+    """The same, with a writer that already knows every GPU: on PostgreSQL the flush takes the
+    overlapped path, finds the replayed batches among those it recorded, rolls back and writes
+    the new ones the plain way."""
+    engine = make_engine(store_url)
+    upgrade(engine)
+    writer = Writer(engine)
+    old = [batch({"name": f"n{i}"}, T0, [gpu(f"n{i}", 0, T0, {"status": "ok"})]) for i in range(3)]
+    writer.write_many(old)  # every GPU known from here on
+    attempts: list[bool] = []
+    plain = writer._write_many  # noqa: SLF001
+
+    def spy(conn: Any, batches: Any, check_first: bool) -> Any:
+        attempts.append(check_first)
+        return plain(conn, batches, check_first)
+
+    writer._write_many = spy  # type: ignore[method-assign]  # noqa: SLF001
+    new = [batch({"name": f"n{i}"}, T0 + 10, [gpu(f"n{i}", 0, T0 + 10, {"status": "ok"})]) for i in range(3)]
+    results = writer.write_many([old[1], new[0], new[1], old[2], new[2]])
+    assert [r.written for r in results] == [False, True, True, False, True]
+    if engine.dialect.name == "postgresql":
+        assert attempts == [False, True]  # overlapped, replay found, then the plain way
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM gpu_samples")).scalar_one() == 6
+        assert conn.execute(text("SELECT count(*) FROM ingested_batches")).scalar_one() == 6
+        assert conn.execute(text("SELECT count(*) FROM heartbeats")).scalar_one() == 6
     engine.dispose()
