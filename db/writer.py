@@ -270,14 +270,34 @@ class Writer:
         assert raw is not None
         if not check_first:
             return self._write_many_overlapped(conn, raw, batches)
-        done = self._ingested(raw, [b.batch_id for b in batches])
+        results, todo, heartbeats, ingested, node_seen = self._to_write(
+            conn, batches, self._ingested(raw, [b.batch_id for b in batches]))
         rows: dict[tuple[str, tuple[str, ...]], list[tuple[Any, ...]]] = defaultdict(list)
         events: list[dict[str, Any]] = []
+        gpu_seen: dict[int, float] = {}
+        for position, batch, node_id in todo:
+            results[position] = WriteResult(written=True, rows=self._records(conn, node_id, batch.records, rows,
+                                                                             events, gpu_seen))
+        gpu_seen = self._due_gpu_seen(gpu_seen)
+        for (kind, value_cols), kind_rows in rows.items():
+            self._bulk_insert(conn, SAMPLE_TABLES[kind], kind, value_cols, kind_rows)
+        self._insert_ignore(conn, EVENTS, events, ["uid"])
+        if ingested and self._bookkeeping(raw, heartbeats, ingested, gpu_seen, node_seen):
+            raise _Replayed  # another writer recorded one of them since the check: again, looking first
+        return [r for r in results if r is not None]
+
+    def _to_write(self, conn: Connection, batches: Sequence[Batch], done: set[str]) -> tuple[
+            list[WriteResult | None], list[tuple[int, Batch, int]], list[tuple[Any, ...]], list[tuple[Any, ...]],
+            dict[int, float]]:
+        """The batches to write (the first of each id, unless ``done``) as (position, batch, node id),
+        with their heartbeats, ``ingested_batches`` rows and the nodes' newest times; the results
+        list holds ``written=False`` for the others and a place for each one to write."""
+        results: list[WriteResult | None] = []
+        todo: list[tuple[int, Batch, int]] = []
         heartbeats: list[tuple[Any, ...]] = []
         ingested: list[tuple[Any, ...]] = []
         node_seen: dict[int, float] = {}
-        gpu_seen: dict[int, float] = {}
-        results = []
+        done = set(done)
         for batch in batches:
             if batch.batch_id in done:
                 results.append(WriteResult(written=False, rows={}))
@@ -285,17 +305,11 @@ class Writer:
             done.add(batch.batch_id)
             node_id = self._node(conn, batch)
             node_seen[node_id] = max(node_seen.get(node_id, batch.ts), batch.ts)
-            counts = self._records(conn, node_id, batch.records, rows, events, gpu_seen)
             heartbeats.append((node_id, batch.ts, batch.node.get("agent_version"), self._collectors_json(batch)))
             ingested.append((batch.batch_id, node_id, batch.ts, len(batch.records)))
-            results.append(WriteResult(written=True, rows=counts))
-        gpu_seen = self._due_gpu_seen(gpu_seen)
-        for (kind, value_cols), kind_rows in rows.items():
-            self._bulk_insert(conn, SAMPLE_TABLES[kind], kind, value_cols, kind_rows)
-        self._insert_ignore(conn, EVENTS, events, ["uid"])
-        if ingested and self._bookkeeping(raw, heartbeats, ingested, gpu_seen, node_seen):
-            raise _Replayed  # another writer recorded one of them since the check: again, looking first
-        return results
+            todo.append((len(results), batch, node_id))
+            results.append(None)
+        return results, todo, heartbeats, ingested, node_seen
 
     def _write_many_overlapped(self, conn: Connection, raw: Any, batches: Sequence[Batch]) -> list[WriteResult]:
         """PostgreSQL: the batches are recorded first (batch ids, heartbeats, nodes' last_seen), sent
@@ -304,23 +318,7 @@ class Writer:
         any batch was already written (``_Replayed``: the caller rolls back and goes
         the plain way). Building rows must not run SQL meanwhile, so a GPU not yet known raises
         ``_NeedsLookup`` (once per new GPU), with the same outcome."""
-        results: list[WriteResult | None] = []
-        todo: list[tuple[int, Batch, int]] = []
-        heartbeats: list[tuple[Any, ...]] = []
-        ingested: list[tuple[Any, ...]] = []
-        node_seen: dict[int, float] = {}
-        ids: set[str] = set()
-        for batch in batches:
-            if batch.batch_id in ids:
-                results.append(WriteResult(written=False, rows={}))
-                continue
-            ids.add(batch.batch_id)
-            node_id = self._node(conn, batch)
-            node_seen[node_id] = max(node_seen.get(node_id, batch.ts), batch.ts)
-            heartbeats.append((node_id, batch.ts, batch.node.get("agent_version"), self._collectors_json(batch)))
-            ingested.append((batch.batch_id, node_id, batch.ts, len(batch.records)))
-            todo.append((len(results), batch, node_id))
-            results.append(None)
+        results, todo, heartbeats, ingested, node_seen = self._to_write(conn, batches, set())
         rows: dict[tuple[str, tuple[str, ...]], list[tuple[Any, ...]]] = defaultdict(list)
         events: list[dict[str, Any]] = []
         gpu_seen: dict[int, float] = {}
