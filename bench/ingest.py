@@ -528,7 +528,8 @@ def main(argv: list[str] | None = None) -> int:
             "*rows* is building tuples from `Sample` records (`Writer._gpu_rows`), *driver* the `executemany` or "
             "`COPY` call (`Writer._bulk_insert`), *other* the rest of the transaction: batch-id dedupe, node "
             "and GPU bookkeeping, one heartbeat and one `ingested_batches` row per batch, `last_seen` of every "
-            "node in it (and of its GPUs once a minute), commit (and on PostgreSQL the pool's pre-ping). The raw "
+            "node in it (and of its GPUs once a minute), commit (and on PostgreSQL the pool's ping, which a "
+            "connection checked in under 0.5 s ago skips). The raw "
             "driver is timed from ready tuples to commit and writes only the sample rows; it names all the "
             "table's columns (the DCGM activity columns NULL), the write path only those the collector sends.",
             "",
