@@ -139,21 +139,23 @@ def _family_name(name: str, counter: bool) -> str:
     return full.removesuffix("_total") if counter else full
 
 
-# Each table's specs with the family name worked out once: (family name, column, counter?, help).
-_FULL_SPECS: dict[int, tuple[list[tuple[str, str, bool, str]], list[tuple[str, str, bool, str]]]] = {}
-
-
 def _table(specs: list[tuple[str, str, bool, str]], labels: tuple[str, ...],
            rows: list[tuple[Labels, dict[str, Any]]]) -> Iterator[Family]:
-    """One family per spec over the rows that have a number in its column; empty ones are left out."""
-    known = _FULL_SPECS.get(id(specs))
-    if known is None or known[0] is not specs:  # keyed by identity: the module's own spec lists
-        known = _FULL_SPECS[id(specs)] = (specs, [(_family_name(n, c), col, c, h) for n, col, c, h in specs])
-    full = known[1]
-    for name, column, counter, help_text in full:
+    """One family per spec (family name, column, counter?, help: ``_named``) over the rows that have a
+    number in its column; empty ones are left out."""
+    for name, column, counter, help_text in specs:
         out = [(lab, v) for lab, values in rows if isinstance(v := values.get(column), _NUMBER)]
         if out:
             yield name, counter, help_text, labels, out
+
+
+def _named(specs: list[tuple[str, str, bool, str]]) -> list[tuple[str, str, bool, str]]:
+    """The specs with each metric name made its family name, once at import."""
+    return [(_family_name(name, counter), column, counter, help_text) for name, column, counter, help_text in specs]
+
+
+_GPU_FAMILIES, _HOST_FAMILIES, _INTERFACE_FAMILIES, _DISK_FAMILIES, _FILESYSTEM_FAMILIES = map(
+    _named, (GPU_METRICS, HOST_METRICS, INTERFACE_METRICS, DISK_METRICS, FILESYSTEM_METRICS))
 
 
 class SnapshotCollector:
@@ -253,7 +255,7 @@ class SnapshotCollector:
             gpu_rows.append((lab(GPU_LABELS, ids[0], ids[1], node, ids[2]), s.values))
         yield ("gpufleet_gpu_up", False, "1 when NVML answers for the GPU, 0 when lost or failing", GPU_LABELS,
                [(gl, 1.0 if values.get("status") == "ok" else 0.0) for gl, values in gpu_rows])
-        yield from _table(GPU_METRICS, GPU_LABELS, gpu_rows)
+        yield from _table(_GPU_FAMILIES, GPU_LABELS, gpu_rows)
         ecc: list[Row] = []
         reasons: list[Row] = []
         for ids, (_gl, values) in zip(gpu_ids, gpu_rows, strict=True):
@@ -278,10 +280,10 @@ class SnapshotCollector:
                [(lab(event_names, kind, node), n) for kind, n in sorted(per_kind.items())])
         node_names = ("node",)
         hosts = [(lab(node_names, node), s.values) for s in by_kind.get("host", ())]
-        yield from _table(HOST_METRICS, node_names, hosts)
+        yield from _table(_HOST_FAMILIES, node_names, hosts)
         if_names = ("interface", "node")
         ifaces = [(lab(if_names, s.key["interface"], node), s.values) for s in by_kind.get("interface", ())]
-        yield from _table(INTERFACE_METRICS, if_names, ifaces)
+        yield from _table(_INTERFACE_FAMILIES, if_names, ifaces)
         speeds: list[Row] = []
         for il, values in ifaces:
             bits = values.get("speed_bits_per_second")
@@ -289,10 +291,10 @@ class SnapshotCollector:
                 speeds.append((il, bits / 8))
         yield "gpufleet_network_speed_bytes", False, "Link speed in bytes per second", if_names, speeds
         disk_names = ("device", "node")
-        yield from _table(DISK_METRICS, disk_names,
+        yield from _table(_DISK_FAMILIES, disk_names,
                           [(lab(disk_names, s.key["device"], node), s.values) for s in by_kind.get("disk", ())])
         fs_names = ("device", "fstype", "mountpoint", "node")
-        yield from _table(FILESYSTEM_METRICS, fs_names,
+        yield from _table(_FILESYSTEM_FAMILIES, fs_names,
                           [(lab(fs_names, str(s.values.get("device") or ""), str(s.values.get("fstype") or ""),
                                 s.key["path"], node), s.values) for s in by_kind.get("filesystem", ())])
         yield from self._agent_families(snap)

@@ -279,12 +279,17 @@ class Writer:
             results[position] = WriteResult(written=True, rows=self._records(conn, node_id, batch.records, rows,
                                                                              events, gpu_seen))
         gpu_seen = self._due_gpu_seen(gpu_seen)
-        for (kind, value_cols), kind_rows in rows.items():
-            self._bulk_insert(conn, SAMPLE_TABLES[kind], kind, value_cols, kind_rows)
-        self._insert_ignore(conn, EVENTS, events, ["uid"])
+        self._insert_rows(conn, rows, events)
         if ingested and self._bookkeeping(raw, heartbeats, ingested, gpu_seen, node_seen):
             raise _Replayed  # another writer recorded one of them since the check: again, looking first
         return [r for r in results if r is not None]
+
+    def _insert_rows(self, conn: Connection, rows: dict[tuple[str, tuple[str, ...]], list[tuple[Any, ...]]],
+                     events: list[dict[str, Any]]) -> None:
+        """The transaction's sample rows, one bulk insert per (kind, value columns), and its events."""
+        for (kind, value_cols), kind_rows in rows.items():
+            self._bulk_insert(conn, SAMPLE_TABLES[kind], kind, value_cols, kind_rows)
+        self._insert_ignore(conn, EVENTS, events, ["uid"])
 
     def _to_write(self, conn: Connection, batches: Sequence[Batch], done: set[str]) -> tuple[
             list[WriteResult | None], list[tuple[int, Batch, int]], list[tuple[Any, ...]], list[tuple[Any, ...]],
@@ -337,9 +342,7 @@ class Writer:
                         raise _Replayed
             finally:
                 self._no_sql = False
-        for (kind, value_cols), kind_rows in rows.items():
-            self._bulk_insert(conn, SAMPLE_TABLES[kind], kind, value_cols, kind_rows)
-        self._insert_ignore(conn, EVENTS, events, ["uid"])
+        self._insert_rows(conn, rows, events)
         return [r for r in results if r is not None]
 
     def _due_gpu_seen(self, gpu_seen: dict[int, float]) -> dict[int, float]:

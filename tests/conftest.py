@@ -7,11 +7,14 @@ import shutil
 import socket
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
+
+from db.engine import make_engine, upgrade
 
 REQUIRE = os.environ.get("GPUFLEET_REQUIRE_SERVICES") == "1"
 PG_ADMIN_URL = os.environ.get("GPUFLEET_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -31,6 +34,18 @@ def binary(name: str) -> str:
         missing(f"{name} is not installed (Debian package; see DESIGN.md)")
     assert path is not None
     return path
+
+
+@contextmanager
+def migrated(url: str) -> Iterator[Engine]:
+    """An engine on ``url`` with the schema at head, disposed afterwards (the body of the
+    migrated-store fixtures of the test modules)."""
+    engine = make_engine(url)
+    upgrade(engine)
+    try:
+        yield engine
+    finally:
+        engine.dispose()
 
 
 class ManualClock:

@@ -9,11 +9,11 @@ import pytest
 from sqlalchemy import Engine, insert, select
 
 from collectors.gpu_models import get_model
-from db.engine import make_engine, upgrade
 from db.models import BenchResult, BenchRun, Event, Gpu, Node
 from gpufleet import demo
 from gpufleet.demobench import Measured, measure_once, scaled
 from planner.stragglers import refresh
+from tests.conftest import migrated
 
 DAYS = 3
 
@@ -25,10 +25,8 @@ def measured() -> list[Measured]:
 
 @pytest.fixture
 def engine(sqlite_url: str) -> Iterator[Engine]:
-    e = make_engine(sqlite_url)
-    upgrade(e)
-    yield e
-    e.dispose()
+    with migrated(sqlite_url) as e:
+        yield e
 
 
 def test_the_real_run_is_real_and_quick(measured: list[Measured]) -> None:

@@ -11,10 +11,10 @@ from sqlalchemy import Engine, select
 from alerts.evaluate import Condition
 from alerts.lifecycle import apply, fingerprint
 from alerts.rules import Rule
-from db.engine import make_engine, upgrade
 from db.models import Alert
 from tests.alerts import scenarios as c
 from tests.alerts.scenarios import T0, Fleet, healthy
+from tests.conftest import migrated
 
 HOT = c.rules("""\
 rules:
@@ -30,10 +30,8 @@ rules:
 
 @pytest.fixture
 def store(store_url: str) -> Iterator[Engine]:
-    engine = make_engine(store_url)
-    upgrade(engine)
-    yield engine
-    engine.dispose()
+    with migrated(store_url) as engine:
+        yield engine
 
 
 @pytest.fixture

@@ -10,10 +10,10 @@ import pytest
 from sqlalchemy import Engine, insert, select
 
 from db.benchstore import save_run
-from db.engine import make_engine, upgrade
 from db.models import Event, Gpu, Node
 from db.stragglers import grade, judge, robust_z
 from planner.stragglers import evaluate, refresh
+from tests.conftest import migrated
 
 T0 = 1_764_000_000.0
 DAY = 86400.0
@@ -126,10 +126,8 @@ def test_a_single_gpu_fleet_gets_no_verdict() -> None:
 
 @pytest.fixture
 def engine(store_url: str) -> Iterator[Engine]:
-    e = make_engine(store_url)
-    upgrade(e)
-    yield e
-    e.dispose()
+    with migrated(store_url) as e:
+        yield e
 
 
 def _fleet(engine: Engine, nodes: int = 2, gpus: int = 4) -> dict[tuple[int, int], tuple[int, int]]:

@@ -19,6 +19,7 @@ from sqlalchemy.exc import DBAPIError
 from db import audit
 from db.engine import make_engine, upgrade
 from gpufleet import cli, dashboardcli
+from tests.conftest import migrated
 
 T0 = 1_764_000_000.0
 SECRET = "hunter2-do-not-log-me"
@@ -26,10 +27,8 @@ SECRET = "hunter2-do-not-log-me"
 
 @pytest.fixture
 def engine(store_url: str) -> Iterator[Engine]:
-    eng = make_engine(store_url)
-    upgrade(eng)
-    yield eng
-    eng.dispose()
+    with migrated(store_url) as eng:
+        yield eng
 
 
 def _rows(engine: Engine, where: str = "1=1") -> list[Any]:
