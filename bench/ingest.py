@@ -28,6 +28,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import chain
+from operator import itemgetter
 from typing import Any
 
 from perfdoc import fmt_int, fs_type, header, median, package_version, scratch_base, table, write_section
@@ -51,7 +52,6 @@ COPY_SQL = f'COPY "gpu_samples" ({_COLLIST}) FROM STDIN'
 # SQLite's fastest way: many rows per INSERT (as the write path does, 50 at a time within SQLite's
 # limit of bound parameters).
 MULTI_ROWS = min(50, 32766 // len(COLUMNS))
-INSERT_MULTI_SQL = INSERT_SQL + ", ({})".format(", ".join("?" for _ in COLUMNS)) * (MULTI_ROWS - 1)
 # The columns' types for psycopg's binary COPY (BIGINT ids, FLOAT is double precision).
 PG_TYPES = [{"BigInteger": "int8", "Integer": "int4", "Float": "float8", "Boolean": "bool"}.get(
     type(c.type).__name__, "text") for c in GPU_TABLE.columns]
@@ -236,11 +236,25 @@ def sqlite_store(base: str) -> Store:
         raw.commit()
 
     def insert_multi(rows: list[tuple[Any, ...]]) -> None:
+        # As the write path does: a column that is None, or one bool, in every row written as a
+        # literal (the sqlite3 module binds None and bool through its adapter lookup, ten times
+        # the cost of a number), MULTI_ROWS rows a statement.
+        n, literal = len(rows), {}
+        for i, first in enumerate(rows[0]):
+            if first is None or type(first) is bool:
+                column = list(map(itemgetter(i), rows))
+                if column.count(first) == n and set(map(type, column)) == {type(first)}:
+                    literal[i] = "NULL" if first is None else str(int(first))
+        bound = [i for i in range(len(COLUMNS)) if i not in literal]
+        marks = "({})".format(", ".join(literal.get(i, "?") for i in range(len(COLUMNS))))
+        one = f'INSERT INTO "gpu_samples" ({_COLLIST}) VALUES {marks}'
+        pick = itemgetter(*bound)
+        rows = list(map(pick, rows))
         full = len(rows) - len(rows) % MULTI_ROWS
-        raw_multi.executemany(INSERT_MULTI_SQL, [tuple(chain.from_iterable(rows[i:i + MULTI_ROWS]))
-                                                 for i in range(0, full, MULTI_ROWS)])
+        raw_multi.executemany(one + f", {marks}" * (MULTI_ROWS - 1),
+                              [tuple(chain.from_iterable(rows[i:i + MULTI_ROWS])) for i in range(0, full, MULTI_ROWS)])
         if full < len(rows):
-            raw_multi.executemany(INSERT_SQL, rows[full:])
+            raw_multi.executemany(one, rows[full:])
         raw_multi.commit()
 
     def close() -> None:
@@ -536,7 +550,10 @@ def main(argv: list[str] | None = None) -> int:
             "Two references per store. *Raw driver* is the driver as its documentation shows it, the "
             "reference the issue names: `sqlite3` `executemany` of a one-row INSERT; psycopg's `COPY` with "
             "`write_row` (text format). *The driver's fastest way* is what the write path itself does with "
-            f"the driver: on SQLite an INSERT of {MULTI_ROWS} rows a statement; on PostgreSQL binary `COPY` "
+            f"the driver: on SQLite an INSERT of {MULTI_ROWS} rows a statement that writes a column that is None, "
+            "or the same bool, in every row as a literal (the `sqlite3` "
+            "module binds None and bool through its adapter lookup, about ten times the cost of a number); "
+            "on PostgreSQL binary `COPY` "
             "with the column types declared (`set_types`: the server skips parsing numbers from text). "
             "Against the first the write path gains what those save; against the second its path/it ratio "
             "is what the write path's own work (rows from records, bookkeeping) costs.",

@@ -5,10 +5,12 @@ the rows, so a batch replayed from the agent's spool after a crash or an outage 
 skipped: no sample is lost (the spool keeps it until the commit) and none is duplicated.
 
 Sample rows go in through the fastest path each driver has, on rows built once per batch:
-``executemany`` on SQLite, ``COPY`` on PostgreSQL. The records are duck-typed (``kind``, ``ts``,
-``key``, ``values`` for samples; see ``collectors.records``) so ``db`` does not depend on the
-collectors package. A bulk importer hands in ``SampleColumns`` instead: many rows of one thing,
-column-major, which become row tuples in one ``zip`` with no Python object per row on the way.
+``executemany`` of many-row INSERTs on SQLite (a column that is None, or the same bool, in every
+row written as a literal: the sqlite3 module binds those ten times slower than numbers), binary
+``COPY`` on PostgreSQL. The records are duck-typed (``kind``, ``ts``, ``key``, ``values`` for
+samples; see ``collectors.records``) so ``db`` does not depend on the collectors package. A bulk
+importer hands in ``SampleColumns`` instead: many rows of one thing, column-major, which become row
+tuples in one ``zip`` with no Python object per row on the way.
 
 ``gpus.last_seen`` (the newest time a GPU said it was fine) is kept to ``GPU_LAST_SEEN_RESOLUTION``:
 a writer rewrites it only when it has moved on by that much since the writer last wrote it. Nothing
@@ -70,6 +72,7 @@ class WriteResult:
 
 GPU_LAST_SEEN_RESOLUTION = 60.0  # seconds; see the module docstring
 _SQLITE_ROWS_PER_INSERT = 50  # rows per INSERT on SQLite, within its limit of bound parameters
+_SQLITE_STATEMENTS_KEPT = 256  # SQLite INSERTs kept per writer, one per shape and pattern of constant columns
 
 # PostgreSQL types of sample columns for binary COPY, by SQLAlchemy type (strings: text).
 _PG_BINARY_TYPES = {BigInteger: "int8", Integer: "int4", Float: "float8", Boolean: "bool"}
@@ -124,6 +127,23 @@ def _column_values(rows: list[tuple[Any, ...]], positions: list[int]) -> Iterabl
     position gives the value itself, of several a tuple)."""
     picked = map(itemgetter(*positions), rows)
     return chain.from_iterable(picked) if len(positions) > 1 else picked
+
+
+def _sqlite_constants(rows: list[tuple[Any, ...]], start: int) -> tuple[tuple[int, str], ...]:
+    """(position, SQL literal) of the value columns (from ``start``, after the keys) that are None
+    in every row (NULL) or the same bool in every row (1 or 0). Only the columns whose first value
+    is None or a bool are looked at, each in C."""
+    found: list[tuple[int, str]] = []
+    n = len(rows)
+    for i, first in enumerate(rows[0][start:], start):
+        if first is None:
+            if list(map(itemgetter(i), rows)).count(None) == n:
+                found.append((i, "NULL"))
+        elif first is True or first is False:
+            column = list(map(itemgetter(i), rows))
+            if column.count(first) == n and set(map(type, column)) == {bool}:  # 1 == True: types too
+                found.append((i, "1" if first else "0"))
+    return tuple(found)
 
 
 def _chunks(items: list[Any], size: int = 500) -> Iterable[list[Any]]:
@@ -205,7 +225,9 @@ class Writer:
         # shapes whose values a binary dumper refused go as text from then on.
         self._binary_copy: dict[tuple[str, tuple[str, ...]], tuple[str, list[str], list[int], list[int]]] = {}
         self._text_copy: set[tuple[str, tuple[str, ...]]] = set()
-        self._sqlite_multi: dict[tuple[str, tuple[str, ...]], tuple[str, int]] = {}  # INSERT of many rows, rows
+        # SQLite's INSERTs per (kind, columns, constant columns): one row, many rows, rows per many, and
+        # the getter of the bound values when some are constant
+        self._sqlite_multi: dict[Any, tuple[str, str, int, Callable[[Any], Any] | None]] = {}
         self._no_sql = False  # set while rows are built inside the overlapped path's pipeline
 
     # -- public -------------------------------------------------------------------------------
@@ -564,7 +586,7 @@ class Writer:
         assert raw is not None
         key = (kind, value_cols)
         if self.dialect != "postgresql":
-            self._sqlite_insert(raw, sql, key, rows)
+            self._sqlite_insert(raw, table, key, rows)
             return
         if key not in self._text_copy and self._binary_safe(key, table, rows):
             binary_sql, types, _, _ = self._binary_copy[key]
@@ -580,22 +602,38 @@ class Writer:
             for row in rows:
                 stream.write_row(row)
 
-    def _sqlite_insert(self, raw: Any, sql: str, key: tuple[str, tuple[str, ...]], rows: list[tuple[Any, ...]]) -> None:
+    def _sqlite_insert(self, raw: Any, table: Table, key: tuple[str, tuple[str, ...]],
+                       rows: list[tuple[Any, ...]]) -> None:
         """``executemany`` of an INSERT of ``_SQLITE_ROWS_PER_INSERT`` rows at a time (about a tenth
-        faster than one row a statement: SQLite steps fewer statements), the rest one by one."""
-        multi = self._sqlite_multi.get(key)
-        if multi is None:
-            width = len(rows[0])
+        faster than one row a statement: SQLite steps fewer statements), the rest one by one.
+
+        A column that is None in every row (a field this GPU does not have) or the same bool in
+        every row is written as the literal NULL, 1 or 0 rather than bound: the sqlite3 module binds
+        None and bool through its adapter lookup (CPython's ``need_adapt``), about ten times the
+        cost of a number (six of the 45 columns of an H100's rows)."""
+        constants = _sqlite_constants(rows, len(self._layout[key[0]][0]))
+        statements = self._sqlite_multi.get((key, constants))
+        if statements is None:
+            cols = [*self._layout[key[0]][0], *key[1]]
+            literal = dict(constants)
+            collist = ", ".join(f'"{c}"' for c in cols)
+            values = "({})".format(", ".join(literal.get(i, "?") for i in range(len(cols))))
+            one = f'INSERT INTO "{table.name}" ({collist}) VALUES {values}'
+            bound = tuple(i for i in range(len(cols)) if i not in literal)  # the keys at least: never constant
             limit = raw.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) if hasattr(raw, "getlimit") else 999
-            per = max(1, min(_SQLITE_ROWS_PER_INSERT, limit // width))
-            values = sql[sql.index(" VALUES ") + len(" VALUES "):]
-            multi = self._sqlite_multi[key] = (sql + ", " + ", ".join([values] * (per - 1)), per)
-        multi_sql, per = multi
+            per = max(1, min(_SQLITE_ROWS_PER_INSERT, limit // len(bound)))
+            if len(self._sqlite_multi) >= _SQLITE_STATEMENTS_KEPT:  # patterns of constant columns can be many
+                self._sqlite_multi.clear()
+            statements = self._sqlite_multi[(key, constants)] = (
+                one, one + ", " + ", ".join([values] * (per - 1)), per, itemgetter(*bound) if constants else None)
+        one, multi, per, pick = statements
+        if pick is not None:
+            rows = list(map(pick, rows))
         full = len(rows) - len(rows) % per if per > 1 else 0
         if full:
-            raw.executemany(multi_sql, [tuple(chain.from_iterable(rows[i:i + per])) for i in range(0, full, per)])
+            raw.executemany(multi, [tuple(chain.from_iterable(rows[i:i + per])) for i in range(0, full, per)])
         if full < len(rows):
-            raw.executemany(sql, rows[full:] if full else rows)
+            raw.executemany(one, rows[full:] if full else rows)
 
     def _binary_safe(self, key: tuple[str, tuple[str, ...]], table: Table, rows: list[tuple[Any, ...]]) -> bool:
         """Whether binary COPY stores these rows as text input would, or refuse them: every value of

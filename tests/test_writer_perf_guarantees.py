@@ -3,9 +3,11 @@ caller-owned dicts mutated between batches, flushes larger than one IN list, las
 
 from __future__ import annotations
 
+import sqlite3
 import uuid
 from typing import Any
 
+import pytest
 from sqlalchemy import select, text
 
 from collectors.records import Sample
@@ -213,4 +215,63 @@ def test_a_writer_that_knows_the_gpus_detects_a_replay_in_a_mixed_flush(store_ur
         assert conn.execute(text("SELECT count(*) FROM gpu_samples")).scalar_one() == 6
         assert conn.execute(text("SELECT count(*) FROM ingested_batches")).scalar_one() == 6
         assert conn.execute(text("SELECT count(*) FROM heartbeats")).scalar_one() == 6
+    engine.dispose()
+
+
+def _constant_column_records() -> list[Sample]:
+    """123 rows over 4 GPUs: a column None in every row, one None but once, one True in every row,
+    one False in every row, and one mixing the two."""
+    return [gpu("n", i % 4, T0 + i // 4, {
+        "status": "ok", "power_watts": float(i), "fan_speed_ratio": None, "error": "boom" if i == 60 else None,
+        "remapped_rows_pending": True, "remapped_rows_failure": i % 5 == 0, "nvlink_errors_total": None,
+    }) for i in range(123)]
+
+
+def test_columns_none_or_one_bool_in_every_row_land_as_given(store_url: str) -> None:
+    """On SQLite a column that is None, or the same bool, in every row goes in as a literal; each
+    row must still read back with its own values (two full many-row INSERTs and 23 more rows)."""
+    engine = make_engine(store_url)
+    upgrade(engine)
+    writer = Writer(engine)
+    assert writer.write(batch({"name": "n"}, T0 + 31, _constant_column_records())).rows == {"gpu_samples": 123}
+    # a second transaction whose pattern differs: the first column now has a value, the bool flips
+    writer.write(batch({"name": "n"}, T0 + 40, [gpu("n", g, T0 + 40, {
+        "status": "ok", "power_watts": 500.0 + g, "fan_speed_ratio": 0.5, "error": None,
+        "remapped_rows_pending": False, "remapped_rows_failure": False, "nvlink_errors_total": None,
+    }) for g in range(4)]))
+    with engine.connect() as conn:
+        got = conn.execute(select(GpuSample.power_watts, GpuSample.fan_speed_ratio, GpuSample.error,
+                                  GpuSample.remapped_rows_pending, GpuSample.remapped_rows_failure,
+                                  GpuSample.nvlink_errors_total).order_by(GpuSample.power_watts)).all()
+    assert [tuple(r) for r in got] == [
+        *[(float(i), None, "boom" if i == 60 else None, True, i % 5 == 0, None) for i in range(123)],
+        *[(500.0 + g, 0.5, None, False, False, None) for g in range(4)],
+    ]
+    engine.dispose()
+
+
+def test_sqlite_binds_no_none_or_bool_that_is_the_same_in_every_row(sqlite_url: str,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sqlite3 module sends every None and bool it binds through its adapter registry; counting
+    the calls shows which were bound. Only the mixed columns' values may be: "error" (None but
+    once) and the bool column that is not the same in every row."""
+    engine = make_engine(sqlite_url)
+    upgrade(engine)
+    writer = Writer(engine)
+    writer.write(batch({"name": "n"}, T0 - 10, [gpu("n", g, T0 - 10, {"status": "ok"}) for g in range(4)]))
+    bound: list[Any] = []
+
+    def count(value: Any) -> Any:
+        bound.append(value)
+        return value
+
+    for kind in (type(None), bool):
+        monkeypatch.setitem(sqlite3.adapters, (kind, sqlite3.PrepareProtocol), count)
+    writer.write(batch({"name": "n"}, T0 - 5, [gpu("n", 0, T0 - 5, {"status": "ok"})]))
+    besides = sorted(map(repr, bound))  # what the rest of a transaction binds (the heartbeat's NULLs)
+    bound.clear()
+    assert writer.write(batch({"name": "n"}, T0 + 31, _constant_column_records())).rows == {"gpu_samples": 123}
+    # 122 Nones of "error", 123 bools of "remapped_rows_failure"; not the 123 × 3 of the columns
+    # that are None or True in every row
+    assert sorted(map(repr, bound)) == sorted(besides + ["None"] * 122 + [repr(i % 5 == 0) for i in range(123)])
     engine.dispose()
