@@ -202,6 +202,7 @@ class Writer:
         self.dialect = engine.dialect.name
         self._node_ids: dict[str, int] = {}
         self._node_seen: dict[str, dict[str, Any]] = {}  # the node description last written
+        self._nodes_touched: list[str] = []  # nodes inserted or described in the transaction under way
         self._gpu_ids: dict[str, int] = {}
         self._gpu_info_seen: dict[str, tuple[Any, ...]] = {}
         # Per sample table: the columns filled from the record's key (in primary-key order, plus
@@ -246,6 +247,7 @@ class Writer:
         try:
             check_first = self.dialect != "postgresql"
             while True:
+                self._nodes_touched.clear()
                 try:
                     with self.engine.begin() as conn:
                         return self._write_many(conn, batches, check_first)
@@ -254,10 +256,11 @@ class Writer:
                     check_first = True
                 except _NeedsLookup:
                     # A GPU to register (SQL, which the overlapped path cannot run): again, the plain
-                    # way. Only the node ids may name rows rolled back (a node inserted by the first
-                    # try); the GPU ids are all from committed transactions.
-                    self._node_ids.clear()
-                    self._node_seen.clear()
+                    # way. Only the nodes this try inserted or described may name rows rolled back;
+                    # the other ids, and all the GPU ids, are from committed transactions.
+                    for name in self._nodes_touched:
+                        self._node_ids.pop(name, None)
+                        self._node_seen.pop(name, None)
                     check_first = True
                 except _BinaryCopyRefused as refused:
                     # A value the binary format cannot carry as the column's type (say a float for a
@@ -441,6 +444,7 @@ class Writer:
         if node_id is not None and self._node_seen.get(name) == batch.node:
             return node_id  # the steady state: known, and described as last time
         info = {k: batch.node.get(k) for k in _NODE_FIELDS if batch.node.get(k) is not None}
+        self._nodes_touched.append(name)
         node_id = ensure_node(conn, name, batch.ts, info, known=node_id)
         self._node_seen[name] = copy.deepcopy(batch.node)
         self._node_ids[name] = node_id

@@ -275,3 +275,32 @@ def test_sqlite_binds_no_none_or_bool_that_is_the_same_in_every_row(sqlite_url: 
     # that are None or True in every row
     assert sorted(map(repr, bound)) == sorted(besides + ["None"] * 122 + [repr(i % 5 == 0) for i in range(123)])
     engine.dispose()
+
+
+def test_a_new_gpu_elsewhere_does_not_forget_the_known_nodes(store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """On PostgreSQL a batch with a GPU the writer has not seen goes again the plain way; only the
+    nodes that try inserted or described may be forgotten, not every node the writer knows (each
+    would cost a lookup on its next batch)."""
+    import db.writer
+
+    engine = make_engine(store_url)
+    upgrade(engine)
+    writer = Writer(engine)
+    writer.write(batch({"name": "a"}, T0, [gpu("a", 0, T0, {"status": "ok"})]))
+    looked_up: list[str] = []
+    ensure_node = db.writer.ensure_node
+
+    def spy(conn: Any, name: str, *args: Any, **kw: Any) -> int:
+        looked_up.append(name)
+        return ensure_node(conn, name, *args, **kw)
+
+    monkeypatch.setattr(db.writer, "ensure_node", spy)
+    writer.write(batch({"name": "b"}, T0, [gpu("b", 0, T0, {"status": "ok"})]))  # new node, new GPU
+    writer.write(batch({"name": "a"}, T0 + 10, [gpu("a", 0, T0 + 10, {"status": "ok"})]))
+    assert "a" not in looked_up
+    assert set(looked_up) == {"b"}
+    with engine.connect() as conn:
+        got = conn.execute(select(Node.name, GpuSample.ts).join(Node, Node.id == GpuSample.node_id)
+                           .order_by(Node.name, GpuSample.ts)).all()
+    assert [tuple(r) for r in got] == [("a", T0), ("a", T0 + 10), ("b", T0)]
+    engine.dispose()
