@@ -36,7 +36,7 @@ from perfdoc import fmt_int, fs_type, header, median, package_version, scratch_b
 from collectors.records import GpuInfo, Sample
 from db.engine import make_engine, upgrade
 from db.models import SAMPLE_TABLES
-from db.writer import GPU_LAST_SEEN_RESOLUTION, Batch, Writer
+from db.writer import _ROWS_BEFORE_COPY, GPU_LAST_SEEN_RESOLUTION, Batch, Writer
 
 T0 = 1_767_225_600.0  # 2026-01-01 UTC
 INTERVAL = 10.0
@@ -199,6 +199,13 @@ class TimedWriter(Writer):
         t = time.perf_counter()
         try:
             super()._bulk_insert(*args, **kw)
+        finally:
+            self.driver_s += time.perf_counter() - t
+
+    def _stream_gpu_rows(self, *args: Any, **kw: Any) -> None:
+        t = time.perf_counter()
+        try:
+            super()._stream_gpu_rows(*args, **kw)
         finally:
             self.driver_s += time.perf_counter() - t
 
@@ -540,7 +547,9 @@ def main(argv: list[str] | None = None) -> int:
             *[f"- {v}" for v in verdicts],
             "",
             "*rows* is building tuples from `Sample` records (`Writer._gpu_rows`), *driver* the `executemany` or "
-            "`COPY` call (`Writer._bulk_insert`), *other* the rest of the transaction: batch-id dedupe, node "
+            "`COPY` call (`Writer._bulk_insert`; on PostgreSQL the GPU rows past a transaction's first "
+            f"{_ROWS_BEFORE_COPY:,} are built in chunks during the COPY, `Writer._stream_gpu_rows`, and count "
+            "here), *other* the rest of the transaction: batch-id dedupe, node "
             "and GPU bookkeeping, one heartbeat and one `ingested_batches` row per batch, `last_seen` of every "
             "node in it (and of its GPUs once a minute), commit (and on PostgreSQL the pool's ping, which a "
             "connection checked in under 0.5 s ago skips). The raw "

@@ -28,7 +28,7 @@ import logging
 import math
 import sqlite3
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import chain, repeat
 from operator import itemgetter
@@ -72,6 +72,10 @@ class WriteResult:
 
 GPU_LAST_SEEN_RESOLUTION = 60.0  # seconds; see the module docstring
 _SQLITE_ROWS_PER_INSERT = 50  # rows per INSERT on SQLite, within its limit of bound parameters
+# PostgreSQL, overlapped path: GPU rows built before the COPY starts (while the server records the
+# batches); a larger transaction builds the rest during the COPY, this many rows at a time.
+_ROWS_BEFORE_COPY = 1024
+_STREAM_CHUNK = 1024
 _SQLITE_STATEMENTS_KEPT = 256  # SQLite INSERTs kept per writer, one per shape and pattern of constant columns
 
 # PostgreSQL types of sample columns for binary COPY, by SQLAlchemy type (strings: text).
@@ -193,6 +197,15 @@ class _BinaryCopyRefused(Exception):
         self.key = key
 
 
+@dataclass
+class _Deferred:
+    """GPU sample groups (or their tails) to build during the COPY: (key, node id, samples, getter,
+    width); ``budget``: rows still to build before it."""
+
+    budget: int
+    groups: list[tuple[tuple[str, tuple[str, ...]], int, list[Any], Any, int]] = field(default_factory=list)
+
+
 class Writer:
     """Writes batches to one store. Keeps small caches of node and GPU ids (forgotten when a
     transaction fails, since they may then name rows that were rolled back)."""
@@ -230,6 +243,7 @@ class Writer:
         # the getter of the bound values when some are constant
         self._sqlite_multi: dict[Any, tuple[str, str, int, Callable[[Any], Any] | None]] = {}
         self._no_sql = False  # set while rows are built inside the overlapped path's pipeline
+        self._deferred: _Deferred | None = None  # set there: GPU rows past the budget wait for the COPY
 
     # -- public -------------------------------------------------------------------------------
 
@@ -310,10 +324,13 @@ class Writer:
         return [r for r in results if r is not None]
 
     def _insert_rows(self, conn: Connection, rows: dict[tuple[str, tuple[str, ...]], list[tuple[Any, ...]]],
-                     events: list[dict[str, Any]]) -> None:
-        """The transaction's sample rows, one bulk insert per (kind, value columns), and its events."""
+                     events: list[dict[str, Any]], binary: dict[tuple[str, tuple[str, ...]], bool] | None = None,
+                     ) -> None:
+        """The transaction's sample rows, one bulk insert per (kind, value columns), and its events.
+        ``binary``: on PostgreSQL, whether each shape's rows go by binary COPY, where already known."""
         for (kind, value_cols), kind_rows in rows.items():
-            self._bulk_insert(conn, SAMPLE_TABLES[kind], kind, value_cols, kind_rows)
+            self._bulk_insert(conn, SAMPLE_TABLES[kind], kind, value_cols, kind_rows,
+                              None if binary is None else binary.get((kind, value_cols)))
         self._insert_ignore(conn, EVENTS, events, ["uid"])
 
     def _to_write(self, conn: Connection, batches: Sequence[Batch], done: set[str]) -> tuple[
@@ -347,28 +364,85 @@ class Writer:
         last_seen, which the rows tell, follows in the same round trip); the answer says whether
         any batch was already written (``_Replayed``: the caller rolls back and goes
         the plain way). Building rows must not run SQL meanwhile, so a GPU not yet known raises
-        ``_NeedsLookup`` (once per new GPU), with the same outcome."""
+        ``_NeedsLookup`` (once per new GPU), with the same outcome.
+
+        A large transaction (a backlog) builds only its first ``_ROWS_BEFORE_COPY`` GPU rows before
+        the COPY; the rest are built, checked and sent in chunks during it, while the server
+        inserts those before, and the GPUs' last_seen follows the COPY."""
         results, todo, heartbeats, ingested, node_seen = self._to_write(conn, batches, set())
         rows: dict[tuple[str, tuple[str, ...]], list[tuple[Any, ...]]] = defaultdict(list)
         events: list[dict[str, Any]] = []
         gpu_seen: dict[int, float] = {}
+        binary: dict[tuple[str, tuple[str, ...]], bool] = {}
+        deferred = _Deferred(_ROWS_BEFORE_COPY)
         if todo:
             self._no_sql = True
+            self._deferred = deferred
             try:
                 with raw.pipeline() as pipeline, raw.cursor() as recorded, raw.cursor() as cur:
                     self._send_records(recorded, cur, heartbeats, ingested, node_seen)
                     for position, batch, node_id in todo:  # while the server records the batches
                         counts = self._records(conn, node_id, batch.records, rows, events, gpu_seen)
                         results[position] = WriteResult(written=True, rows=counts)
-                    if gpu_seen := self._due_gpu_seen(gpu_seen):  # in the same round trip
+                    binary = {key: self._binary(key, kind_rows) for key, kind_rows in rows.items()}
+                    if not deferred.groups and (gpu_seen := self._due_gpu_seen(gpu_seen)):  # same round trip
                         cur.execute(self._sql["gpus"], (list(gpu_seen), _floats(gpu_seen.values())))
                     pipeline.sync()
                     if len(recorded.fetchall()) < len(ingested):
                         raise _Replayed
+                self._deferred = None
+                for key in dict.fromkeys(key for key, *_ in deferred.groups):
+                    self._stream_gpu_rows(conn, raw, key, rows.pop(key, []), binary.pop(key, None),
+                                          [g for g in deferred.groups if g[0] == key], gpu_seen, rows)
+                if deferred.groups:  # rows unlike their group's first may have joined the table-order shape
+                    binary.pop(("gpu", self._layout["gpu"][1]), None)
             finally:
                 self._no_sql = False
-        self._insert_rows(conn, rows, events)
+                self._deferred = None
+        self._insert_rows(conn, rows, events, binary)
+        if deferred.groups and (gpu_seen := self._due_gpu_seen(gpu_seen)):
+            with raw.cursor() as cur:
+                cur.execute(self._sql["gpus"], (list(gpu_seen), _floats(gpu_seen.values())))
         return [r for r in results if r is not None]
+
+    def _stream_gpu_rows(self, conn: Connection, raw: Any, key: tuple[str, tuple[str, ...]],
+                         ready: list[tuple[Any, ...]], binary: bool | None, parts: list[Any],
+                         gpu_seen: dict[int, float], rows: dict[tuple[str, tuple[str, ...]], list[tuple[Any, ...]]],
+                         ) -> None:
+        """One COPY of the ``ready`` rows of ``key`` and of those deferred (``parts``), built and
+        checked ``_STREAM_CHUNK`` rows at a time as the COPY goes. A chunk the binary format cannot
+        carry aborts it with ``_BinaryCopyRefused``, as an eager check would have."""
+        table = SAMPLE_TABLES["gpu"]
+        if binary is None:
+            binary = self._binary(key, ready) if ready else key not in self._text_copy
+        if binary:
+            self._binary_safe(key, table, [])  # makes the statement and types
+            sql, types, _, _ = self._binary_copy[key]
+        else:
+            sql = self._copy_sql(table, key)
+        canonical = rows[("gpu", self._layout["gpu"][1])]
+        with raw.cursor() as cur, cur.copy(sql) as stream:
+            if binary:
+                stream.set_types(types)
+            self._copy_rows(stream, key, ready, binary)
+            for _, node_id, group, getter, width in parts:
+                for i in range(0, len(group), _STREAM_CHUNK):
+                    chunk = list(self._gpu_row_iter(conn, node_id, group[i:i + _STREAM_CHUNK], getter, width,
+                                                    gpu_seen, canonical))
+                    if binary and not self._binary_safe(key, table, chunk):
+                        raise _BinaryCopyRefused(key)
+                    self._copy_rows(stream, key, chunk, binary)
+
+    @staticmethod
+    def _copy_rows(stream: Any, key: tuple[str, tuple[str, ...]], rows: list[tuple[Any, ...]], binary: bool) -> None:
+        write = stream.write_row
+        try:
+            for row in rows:
+                write(row)
+        except (TypeError, ValueError, OverflowError) as exc:  # a binary dumper's, client-side: nothing stored
+            if binary:
+                raise _BinaryCopyRefused(key) from exc
+            raise
 
     def _due_gpu_seen(self, gpu_seen: dict[int, float]) -> dict[int, float]:
         """The GPUs whose last_seen moved on by the resolution since this writer wrote it."""
@@ -518,7 +592,10 @@ class Writer:
         """GPU sample rows, the hot path. A collector fills every row's ``values`` with the same keys,
         so the first row's keys are the columns and one precompiled ``itemgetter`` takes a row's
         values in that order, in C. A row with as many keys, all of them found, has exactly those
-        keys; any other row is built column by column in the table's order."""
+        keys; any other row is built column by column in the table's order.
+
+        In the overlapped path the rows past the first ``_ROWS_BEFORE_COPY`` of the transaction are
+        left to be built during the COPY (``_Deferred``), while the server takes the rows before."""
         shape = tuple(group[0].values)
         if shape in self._gpu_getters:
             getter = self._gpu_getters[shape]
@@ -526,7 +603,24 @@ class Writer:
             usable = len(shape) > 1 and set(shape) <= self._gpu_columns  # itemgetter of one is no tuple
             getter = self._gpu_getters[shape] = itemgetter(*shape) if usable else None
         canonical = self._layout["gpu"][1]  # keys are (gpu_id, ts, node_id)
-        out, width = rows[("gpu", shape if getter else canonical)], len(shape)
+        key = ("gpu", shape if getter else canonical)
+        now, deferred = group, self._deferred
+        if deferred is not None:
+            if len(group) > deferred.budget:
+                now = group[:deferred.budget]
+                deferred.groups.append((key, node_id, group[deferred.budget:], getter, len(shape)))
+            deferred.budget = max(0, deferred.budget - len(group))
+        if now:
+            rows[key].extend(self._gpu_row_iter(conn, node_id, now, getter, len(shape), gpu_seen,
+                                                rows[("gpu", canonical)]))
+        return len(group)
+
+    def _gpu_row_iter(self, conn: Connection, node_id: int, group: list[Any], getter: Callable[[Any], Any] | None,
+                      width: int, gpu_seen: dict[int, float], others: list[tuple[Any, ...]],
+                      ) -> Iterator[tuple[Any, ...]]:
+        """The rows of ``group``: with ``getter`` (of ``width`` keys), those of its shape, the others
+        appended to ``others`` (the table's order); without, every row in the table's order."""
+        canonical = self._layout["gpu"][1]
         ids, seen = self._gpu_ids, gpu_seen.get
         for s in group:
             values, ts = s.values, s.ts
@@ -537,12 +631,17 @@ class Writer:
                 gpu_seen[gpu_id] = ts
             if getter is not None and len(values) == width:
                 try:
-                    out.append((gpu_id, ts, node_id) + getter(values))
-                    continue
+                    row = (gpu_id, ts, node_id) + getter(values)
                 except KeyError:
                     pass
-            rows[("gpu", canonical)].append((gpu_id, ts, node_id, *map(values.get, canonical)))
-        return len(group)
+                else:
+                    yield row
+                    continue
+            row = (gpu_id, ts, node_id, *map(values.get, canonical))
+            if getter is None:
+                yield row
+            else:
+                others.append(row)
 
     def _block_rows(self, conn: Connection, node_id: int, block: SampleColumns, gpu_seen: dict[int, float],
                     rows: dict[tuple[str, tuple[str, ...]], list[tuple[Any, ...]]]) -> int:
@@ -576,35 +675,38 @@ class Writer:
         return out
 
     def _bulk_insert(self, conn: Connection, table: Table, kind: str, value_cols: tuple[str, ...],
-                     rows: list[tuple[Any, ...]]) -> None:
+                     rows: list[tuple[Any, ...]], binary: bool | None = None) -> None:
         if not rows:
             return
-        sql = self._insert_sql.get((kind, value_cols))
-        if sql is None:
-            cols = [*self._layout[kind][0], *value_cols]
-            collist = ", ".join(f'"{c}"' for c in cols)
-            sql = self._insert_sql[(kind, value_cols)] = (
-                f'COPY "{table.name}" ({collist}) FROM STDIN' if self.dialect == "postgresql"
-                else f'INSERT INTO "{table.name}" ({collist}) VALUES ({", ".join("?" * len(cols))})')
         raw = conn.connection.driver_connection
         assert raw is not None
         key = (kind, value_cols)
         if self.dialect != "postgresql":
             self._sqlite_insert(raw, table, key, rows)
             return
-        if key not in self._text_copy and self._binary_safe(key, table, rows):
-            binary_sql, types, _, _ = self._binary_copy[key]
-            try:
-                with raw.cursor() as cur, cur.copy(binary_sql) as stream:
-                    stream.set_types(types)
-                    for row in rows:
-                        stream.write_row(row)
-                return
-            except (TypeError, ValueError, OverflowError) as exc:  # a dumper's, client-side: nothing stored
-                raise _BinaryCopyRefused(key) from exc
+        if binary is None:
+            binary = self._binary(key, rows)
+        if binary:
+            sql, types, _, _ = self._binary_copy[key]
+        else:
+            sql = self._copy_sql(table, key)
         with raw.cursor() as cur, cur.copy(sql) as stream:
-            for row in rows:
-                stream.write_row(row)
+            if binary:
+                stream.set_types(types)
+            self._copy_rows(stream, key, rows, binary)
+
+    def _copy_sql(self, table: Table, key: tuple[str, tuple[str, ...]]) -> str:
+        """PostgreSQL: the text COPY statement of a (kind, value columns) shape."""
+        sql = self._insert_sql.get(key)
+        if sql is None:
+            collist = ", ".join(f'"{c}"' for c in [*self._layout[key[0]][0], *key[1]])
+            sql = self._insert_sql[key] = f'COPY "{table.name}" ({collist}) FROM STDIN'
+        return sql
+
+    def _binary(self, key: tuple[str, tuple[str, ...]], rows: list[tuple[Any, ...]]) -> bool:
+        """Whether these rows of ``key`` go by binary COPY: the shape was never refused, and they pass
+        ``_binary_safe``."""
+        return key not in self._text_copy and self._binary_safe(key, SAMPLE_TABLES[key[0]], rows)
 
     def _sqlite_insert(self, raw: Any, table: Table, key: tuple[str, tuple[str, ...]],
                        rows: list[tuple[Any, ...]]) -> None:
