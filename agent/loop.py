@@ -11,7 +11,6 @@ import logging
 import math
 import threading
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,7 +18,7 @@ from typing import Any
 from agent.spool import Spool, SpoolEntry
 from agent.supervisor import Supervised
 from collectors.records import Event, GpuInfo, Record, Sample, record_from_dict
-from db.writer import Batch, Writer
+from db.writer import Batch, Writer, new_batch_id
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +137,7 @@ class Agent:
     def cycle(self) -> str:
         """Collect once and spool the batch; returns the batch id."""
         ts, records = self.collect()
-        batch_id = uuid.uuid4().hex
+        batch_id = new_batch_id()
         node = dict(self.node)
         for c in self.collectors:  # the NVML collector knows the driver, the host collector the machine
             for attr in ("driver_version", "cuda_driver_version"):

@@ -433,7 +433,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--store-cycles", type=int, default=100,
                     help="cycles with spool + SQLite store write (default 100; 0 skips)")
-    ap.add_argument("--idle-seconds", type=float, default=3.0, help="idle window for background CPU")
+    ap.add_argument("--idle-seconds", type=float, default=10.0,
+                    help="idle window for background CPU (seconds; long enough to average the periodic work)")
     ap.add_argument("--gpus", type=int, default=8)
     ap.add_argument("--scenario", default="healthy")
     ap.add_argument("--profile", action="store_true",

@@ -18,7 +18,6 @@ import subprocess
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -39,7 +38,7 @@ from collectors.storage import StorageCollector
 from db.engine import make_engine, upgrade
 from db.queries import fleet_summary
 from db.rollups import refresh
-from db.writer import Batch, Writer
+from db.writer import Batch, Writer, new_batch_id
 from gpufleet.demobench import Measured, measure_once, write_history
 from planner import stragglers
 
@@ -119,7 +118,7 @@ def backfill_node(db_url: str, node: SimNode, start: float, end: float, measured
     t, written = start, 0
     while t < end:
         now[0] = t
-        batches.append(Batch(uuid.uuid4().hex, {**info, "gpu_count": node.scenario.gpus}, t, collector.collect()))
+        batches.append(Batch(new_batch_id(), {**info, "gpu_count": node.scenario.gpus}, t, collector.collect()))
         if len(batches) >= 256:
             writer.write_many(batches)
             written += len(batches)

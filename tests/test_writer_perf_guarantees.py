@@ -4,6 +4,7 @@ caller-owned dicts mutated between batches, flushes larger than one IN list, las
 from __future__ import annotations
 
 import sqlite3
+import time
 import uuid
 from typing import Any
 
@@ -13,7 +14,7 @@ from sqlalchemy import select, text
 from collectors.records import Sample
 from db.engine import make_engine, upgrade
 from db.models import Gpu, GpuSample, Heartbeat, Node
-from db.writer import GPU_LAST_SEEN_RESOLUTION, Batch, Writer
+from db.writer import GPU_LAST_SEEN_RESOLUTION, Batch, Writer, new_batch_id
 
 T0 = 1_764_000_000.0
 
@@ -304,3 +305,28 @@ def test_a_new_gpu_elsewhere_does_not_forget_the_known_nodes(store_url: str, mon
                            .order_by(Node.name, GpuSample.ts)).all()
     assert [tuple(r) for r in got] == [("a", T0), ("a", T0 + 10), ("b", T0)]
     engine.dispose()
+
+
+def test_batch_ids_are_unique_and_sort_in_the_order_they_were_made(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Time-ordered ids keep ``ingested_batches``' primary key growing at its right edge."""
+    import db.writer
+
+    ids = [new_batch_id() for _ in range(5000)]
+    assert len(set(ids)) == len(ids)
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+    clock = iter(range(1_764_000_000_000_000_000, 1_764_000_001_000_000_000, 1_000_000))  # a ms apart
+    monkeypatch.setattr(db.writer.time, "time_ns", lambda: next(clock))
+    made = [new_batch_id() for _ in range(500)]
+    assert made == sorted(made)
+
+
+def test_the_agent_names_its_batches_in_time_order(tmp_path: Any) -> None:
+    from agent.loop import Agent
+    from agent.spool import Spool
+
+    agent = Agent(node={"name": "n"}, collectors=[], spool=Spool(tmp_path / "spool"), store=None, interval=10.0)
+    first = agent.cycle()
+    time.sleep(0.002)
+    second = agent.cycle()
+    assert len(first) == 32 and first < second
+    assert int(first[:12], 16) == pytest.approx(time.time() * 1000, abs=5000)
