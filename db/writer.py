@@ -402,11 +402,11 @@ class Writer:
                     if len(recorded.fetchall()) < len(ingested):
                         raise _Replayed
                 self._deferred = None
+                if deferred.groups:  # rows unlike their group's first join the table-order shape during the COPY
+                    binary.pop(("gpu", self._layout["gpu"][1]), None)
                 for key in dict.fromkeys(key for key, *_ in deferred.groups):
                     self._stream_gpu_rows(conn, raw, key, rows.pop(key, []), binary.pop(key, None),
                                           [g for g in deferred.groups if g[0] == key], gpu_seen, rows)
-                if deferred.groups:  # rows unlike their group's first may have joined the table-order shape
-                    binary.pop(("gpu", self._layout["gpu"][1]), None)
             finally:
                 self._no_sql = False
                 self._deferred = None

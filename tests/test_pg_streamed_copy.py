@@ -107,11 +107,34 @@ def test_a_backlog_streams_every_row_once_with_its_values(store: Any, streamed: 
 
 
 def test_a_gpu_first_seen_late_in_a_backlog_is_registered(store: Any) -> None:
-    """A GPU the writer does not know, past the rows built before the COPY: the COPY is abandoned,
-    the GPU registered, and the batch written the plain way."""
+    """A GPU the writer does not know, first seen past the rows built before the COPY: the COPY is
+    abandoned, the GPU registered, and the batch written the plain way."""
     engine, writer = store
-    assert writer.write(backlog(T0, gpus=GPUS + 1)).rows == {"gpu_samples": STEPS * (GPUS + 1)}
-    assert stored(engine) == expected(gpus=GPUS + 1)
+    late = 2 * db.writer._ROWS_BEFORE_COPY  # noqa: SLF001
+    batch = backlog(T0)
+    batch.records.append(sample(GPUS, T0 + 10.0 * (late // GPUS), values(late)))  # GPU 4, only here
+    assert writer.write(batch).rows == {"gpu_samples": STEPS * GPUS + 1}
+    want = sorted([*expected(), (GPUS, T0 + 10.0 * (late // GPUS), float(late), late % 5, late % 2 == 0, 1e9 + late,
+                                 None, "ok")], key=lambda r: (r[1], r[0]))
+    assert stored(engine) == want
+
+
+def test_shapes_streamed_one_after_another_check_the_rows_that_joined_them(store: Any) -> None:
+    """Two batches, both streamed: the first's odd row joins the table-order shape during its COPY;
+    the second is all of that shape (its first sample has one key), so the odd row goes in that
+    shape's COPY, which must check it again (binary COPY would store the truth of "false")."""
+    engine, writer = store
+    first = backlog(T0, replace={1500: {k: v for k, v in values(1500).items() if k != "sm_clock_hz"}
+                                 | {"remapped_rows_pending": "false"}})
+    second = Batch(uuid.uuid4().hex, {"name": "n"}, T0 + 10.0 * STEPS,
+                   [sample(g, T0 + 10.0 * STEPS, {"status": "lost"}) for g in range(GPUS)])
+    assert [r.written for r in writer.write_many([first, second])] == [True, True]
+    with engine.connect() as conn:
+        pending = conn.execute(select(GpuSample.remapped_rows_pending).join(Gpu, Gpu.id == GpuSample.gpu_id)
+                               .where(Gpu.index == 1500 % GPUS, GpuSample.ts == T0 + 10.0 * (1500 // GPUS))).scalar_one()
+        lost = conn.execute(select(func.count()).select_from(GpuSample).where(GpuSample.status == "lost")).scalar_one()
+    assert pending is False
+    assert lost == GPUS
 
 
 def test_a_value_binary_refuses_late_in_a_backlog_sends_the_shape_as_text(store: Any, streamed: list[int]) -> None:
