@@ -130,8 +130,9 @@ def test_shapes_streamed_one_after_another_check_the_rows_that_joined_them(store
                    [sample(g, T0 + 10.0 * STEPS, {"status": "lost"}) for g in range(GPUS)])
     assert [r.written for r in writer.write_many([first, second])] == [True, True]
     with engine.connect() as conn:
+        odd = (Gpu.index == 1500 % GPUS) & (GpuSample.ts == T0 + 10.0 * (1500 // GPUS))
         pending = conn.execute(select(GpuSample.remapped_rows_pending).join(Gpu, Gpu.id == GpuSample.gpu_id)
-                               .where(Gpu.index == 1500 % GPUS, GpuSample.ts == T0 + 10.0 * (1500 // GPUS))).scalar_one()
+                               .where(odd)).scalar_one()
         lost = conn.execute(select(func.count()).select_from(GpuSample).where(GpuSample.status == "lost")).scalar_one()
     assert pending is False
     assert lost == GPUS
