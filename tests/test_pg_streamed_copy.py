@@ -111,8 +111,9 @@ def test_a_gpu_first_seen_late_in_a_backlog_is_registered(store: Any) -> None:
     abandoned, the GPU registered, and the batch written the plain way."""
     engine, writer = store
     late = 2 * db.writer._ROWS_BEFORE_COPY  # noqa: SLF001
-    batch = backlog(T0)
-    batch.records.append(sample(GPUS, T0 + 10.0 * (late // GPUS), values(late)))  # GPU 4, only here
+    base = backlog(T0)
+    batch = Batch(base.batch_id, base.node, base.ts,
+                  [*base.records, sample(GPUS, T0 + 10.0 * (late // GPUS), values(late))])  # GPU 4, only here
     assert writer.write(batch).rows == {"gpu_samples": STEPS * GPUS + 1}
     want = sorted([*expected(), (GPUS, T0 + 10.0 * (late // GPUS), float(late), late % 5, late % 2 == 0, 1e9 + late,
                                  None, "ok")], key=lambda r: (r[1], r[0]))
