@@ -327,10 +327,13 @@ def postgres_store(admin_url: str) -> Store:
 
     with psycopg.connect(conninfo, connect_timeout=3) as conn:
         version = conn.info.server_version
+        shared_buffers = conn.execute("SHOW shared_buffers").fetchone()[0]  # type: ignore[index]
     return Store("PostgreSQL", path_engine, raw_engine, insert, close,
                  bin_engine=bin_engine, raw_insert_binary=insert_binary,
                  note=f"server {version // 10000}.{version % 10000} on the same machine (it shares the CPUs), "
-                      "localhost TCP, default settings")
+                      f"localhost TCP, shared_buffers {shared_buffers}. The run writes more than that, so "
+                      "backends write out dirty buffers as they go, whichever way is timed; the PostgreSQL "
+                      "ratios move by several points from run to run")
 
 
 def prepare(store: Store, shapes: list[Shape]) -> None:
