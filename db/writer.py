@@ -390,15 +390,15 @@ class Writer:
             self._no_sql = True
             self._deferred = deferred
             try:
-                with raw.pipeline() as pipeline, raw.cursor() as recorded, raw.cursor() as cur:
-                    self._send_records(recorded, cur, heartbeats, ingested, node_seen)
-                    for position, batch, node_id in todo:  # while the server records the batches
-                        counts = self._records(conn, node_id, batch.records, rows, events, gpu_seen)
-                        results[position] = WriteResult(written=True, rows=counts)
-                    binary = {key: self._binary(key, kind_rows) for key, kind_rows in rows.items()}
-                    if not deferred.groups and (gpu_seen := self._due_gpu_seen(gpu_seen)):  # same round trip
-                        cur.execute(self._sql["gpus"], (list(gpu_seen), _floats(gpu_seen.values())))
-                    pipeline.sync()
+                with raw.cursor() as recorded, raw.cursor() as cur:
+                    with raw.pipeline():  # leaving it syncs and fetches every answer: one round trip
+                        self._send_records(recorded, cur, heartbeats, ingested, node_seen)
+                        for position, batch, node_id in todo:  # while the server records the batches
+                            counts = self._records(conn, node_id, batch.records, rows, events, gpu_seen)
+                            results[position] = WriteResult(written=True, rows=counts)
+                        binary = {key: self._binary(key, kind_rows) for key, kind_rows in rows.items()}
+                        if not deferred.groups and (gpu_seen := self._due_gpu_seen(gpu_seen)):  # same trip
+                            cur.execute(self._sql["gpus"], (list(gpu_seen), _floats(gpu_seen.values())))
                     if len(recorded.fetchall()) < len(ingested):
                         raise _Replayed
                 self._deferred = None
@@ -467,8 +467,9 @@ class Writer:
     def _ingested(self, raw: Any, ids: list[str]) -> set[str]:
         """The ids among ``ids`` already written."""
         if self.dialect == "postgresql":
-            with raw.pipeline(), raw.cursor() as cur:  # sent with the BEGIN: one round trip
-                cur.execute(self._sql["done"], (ids,))
+            with raw.cursor() as cur:
+                with raw.pipeline():  # sent with the BEGIN, answered when the pipeline is left
+                    cur.execute(self._sql["done"], (ids,))
                 return {r[0] for r in cur.fetchall()}
         done: set[str] = set()
         for chunk in _chunks(ids):
@@ -482,11 +483,11 @@ class Writer:
         batch change nothing: heartbeats are kept once, last_seen only moves forward)."""
         sql = self._sql
         if self.dialect == "postgresql":
-            with raw.pipeline() as pipeline, raw.cursor() as recorded, raw.cursor() as cur:  # one round trip
-                self._send_records(recorded, cur, heartbeats, ingested, node_seen)
-                if gpu_seen:
-                    cur.execute(sql["gpus"], (list(gpu_seen), _floats(gpu_seen.values())))
-                pipeline.sync()
+            with raw.cursor() as recorded, raw.cursor() as cur:
+                with raw.pipeline():  # one round trip, when it is left
+                    self._send_records(recorded, cur, heartbeats, ingested, node_seen)
+                    if gpu_seen:
+                        cur.execute(sql["gpus"], (list(gpu_seen), _floats(gpu_seen.values())))
                 return len(recorded.fetchall()) < len(ingested)
         raw.executemany(sql["heartbeats"], heartbeats)
         raw.executemany(sql["ingested"], ingested)
