@@ -641,7 +641,7 @@ def main(argv: list[str] | None = None) -> int:
             "driver is timed from ready tuples to commit and writes only the sample rows; it names all the "
             "table's columns (the DCGM activity columns NULL), the write path only those the collector sends.",
             "",
-            "Two references per store. *Raw driver* is the driver as its documentation shows it, the "
+            "Three references per store. *Raw driver* is the driver as its documentation shows it, the "
             "reference the issue names: `sqlite3` `executemany` of a one-row INSERT; psycopg's `COPY` with "
             "`write_row` (text format). *The driver's fastest way* is what the write path itself does with "
             f"the driver: on SQLite an INSERT of {MULTI_ROWS} rows a statement that writes a column that is None, "
