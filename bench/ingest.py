@@ -204,34 +204,29 @@ def make_work(shape: Shape, rng: random.Random) -> tuple[list[Batch], list[RawRo
 
 # -- the two ways in ------------------------------------------------------------------------------
 
+def _timing(method: str, total: str) -> Callable[..., Any]:
+    """``Writer.<method>``, with the time it takes added to the writer's attribute ``total``."""
+    def timed(self: Writer, *args: Any, **kw: Any) -> Any:
+        t = time.perf_counter()
+        try:
+            return getattr(Writer, method)(self, *args, **kw)
+        finally:
+            setattr(self, total, getattr(self, total) + time.perf_counter() - t)
+    return timed
+
+
 class TimedWriter(Writer):
-    """The product's Writer with the time in row building and in the driver call added up."""
+    """The product's Writer with the time in row building and in the driver call added up (the
+    GPU rows built during a PostgreSQL COPY count as driver time)."""
 
     def __init__(self, engine: Any) -> None:
         super().__init__(engine)
         self.rows_s = 0.0
         self.driver_s = 0.0
 
-    def _gpu_rows(self, *args: Any, **kw: Any) -> Any:
-        t = time.perf_counter()
-        try:
-            return super()._gpu_rows(*args, **kw)
-        finally:
-            self.rows_s += time.perf_counter() - t
-
-    def _bulk_insert(self, *args: Any, **kw: Any) -> None:
-        t = time.perf_counter()
-        try:
-            super()._bulk_insert(*args, **kw)
-        finally:
-            self.driver_s += time.perf_counter() - t
-
-    def _stream_gpu_rows(self, *args: Any, **kw: Any) -> None:
-        t = time.perf_counter()
-        try:
-            super()._stream_gpu_rows(*args, **kw)
-        finally:
-            self.driver_s += time.perf_counter() - t
+    _gpu_rows = _timing("_gpu_rows", "rows_s")
+    _bulk_insert = _timing("_bulk_insert", "driver_s")
+    _stream_gpu_rows = _timing("_stream_gpu_rows", "driver_s")
 
 
 @dataclass
@@ -453,31 +448,21 @@ def run_shape(store: Store, shape: Shape, reps: int, rng: random.Random) -> Resu
             assert all(r.written for r in results)
             return elapsed
 
-        def raw() -> float:
-            t = time.perf_counter()
-            for raw_rows in raw_txns:
-                store.raw_insert(raw_rows)
-            return time.perf_counter() - t
+        def timed(insert: Callable[..., None] | None, *per_txn: list[Any]) -> Callable[[], float]:
+            """A way in: ``insert`` called once per transaction, with that transaction's items."""
+            def way() -> float:
+                assert insert is not None
+                t = time.perf_counter()
+                for args in zip(*per_txn, strict=True):
+                    insert(*args)
+                return time.perf_counter() - t
+            return way
 
-        def binary() -> float:
-            assert store.raw_insert_binary is not None
-            t = time.perf_counter()
-            for raw_rows in raw_txns:
-                store.raw_insert_binary(raw_rows)
-            return time.perf_counter() - t
-
-        def same() -> float:
-            assert store.raw_insert_same is not None
-            t = time.perf_counter()
-            for raw_rows, book in zip(raw_txns, books, strict=True):
-                store.raw_insert_same(raw_rows, book)
-            return time.perf_counter() - t
-
-        ways: list[tuple[str, Callable[[], float]]] = [("path", path), ("raw", raw)]
+        ways: list[tuple[str, Callable[[], float]]] = [("path", path), ("raw", timed(store.raw_insert, raw_txns))]
         if store.raw_insert_binary is not None:
-            ways.append(("bin", binary))
+            ways.append(("bin", timed(store.raw_insert_binary, raw_txns)))
         if store.raw_insert_same is not None:
-            ways.append(("same", same))
+            ways.append(("same", timed(store.raw_insert_same, raw_txns, books)))
         k = rep % len(ways)  # each way goes first in turn
         took = {name: way() for name, way in ways[k:] + ways[:k]}
         if rep:

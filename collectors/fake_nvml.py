@@ -227,19 +227,17 @@ _Plan = tuple[list[tuple[Any, Any, int, int, int, "_FieldUnion"]], bool]
 
 
 class _FieldValue:
-    """One nvmlFieldValue_t as nvmlDeviceGetFieldValues fills it (timestamps in microseconds)."""
+    """One nvmlFieldValue_t as nvmlDeviceGetFieldValues fills it (timestamps in microseconds). Only
+    that method makes them, filling the slots itself (the hot path: no __init__ call)."""
 
     __slots__ = ("fieldId", "scopeId", "timestamp", "latencyUsec", "valueType", "nvmlReturn", "value")
-
-    def __init__(self, timestamp: int, field_id: int, scope_id: int, value_type: int, ret: int,
-                 value: _FieldUnion) -> None:
-        self.fieldId = field_id
-        self.scopeId = scope_id
-        self.timestamp = timestamp
-        self.latencyUsec = 0
-        self.valueType = value_type
-        self.nvmlReturn = ret
-        self.value = value
+    fieldId: int
+    scopeId: int
+    timestamp: int
+    latencyUsec: int
+    valueType: int
+    nvmlReturn: int
+    value: _FieldUnion
 
 
 class FakeNVML:

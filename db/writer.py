@@ -31,6 +31,7 @@ import sqlite3
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import chain, repeat
 from operator import itemgetter
@@ -208,6 +209,19 @@ class _BinaryCopyRefused(Exception):
         self.key = key
 
 
+@dataclass(frozen=True)
+class _CopySpec:
+    """PostgreSQL COPY of one (kind, value columns) shape: the text and binary statements, the
+    column types binary COPY declares, and the positions of the ``integer`` and ``boolean`` columns
+    (the values ``_binary_safe`` checks)."""
+
+    text_sql: str
+    binary_sql: str
+    types: list[str]
+    int4: list[int]
+    bools: list[int]
+
+
 @dataclass
 class _Deferred:
     """GPU sample groups (or their tails) to build during the COPY: (key, node id, samples, getter,
@@ -243,12 +257,11 @@ class Writer:
         # (None when the shape cannot be inserted as is: unknown or fewer than two columns).
         self._gpu_getters: dict[tuple[str, ...], Callable[[dict[str, Any]], tuple[Any, ...]] | None] = {}
         self._sql = _PG_SQL if self.dialect == "postgresql" else _SQLITE_SQL
-        self._insert_sql: dict[tuple[str, tuple[str, ...]], str] = {}
         self._collectors_seen: tuple[dict[str, Any], str] | None = None  # the last collector states, as JSON
         self._gpu_seen_written: dict[int, float] = {}  # gpus.last_seen as this writer last wrote it
-        # PostgreSQL: (kind, value columns) → binary COPY statement, column types, int4 columns' getter;
+        # PostgreSQL: (kind, value columns) → its COPY statements and the binary format's column types;
         # shapes whose values a binary dumper refused go as text from then on.
-        self._binary_copy: dict[tuple[str, tuple[str, ...]], tuple[str, list[str], list[int], list[int]]] = {}
+        self._copy_specs: dict[tuple[str, tuple[str, ...]], _CopySpec] = {}
         self._text_copy: set[tuple[str, tuple[str, ...]]] = set()
         # SQLite's INSERTs per (kind, columns, constant columns): one row, many rows, rows per many, and
         # the getter of the bound values when some are constant
@@ -397,8 +410,8 @@ class Writer:
                             counts = self._records(conn, node_id, batch.records, rows, events, gpu_seen)
                             results[position] = WriteResult(written=True, rows=counts)
                         binary = {key: self._binary(key, kind_rows) for key, kind_rows in rows.items()}
-                        if not deferred.groups and (gpu_seen := self._due_gpu_seen(gpu_seen)):  # same trip
-                            cur.execute(self._sql["gpus"], (list(gpu_seen), _floats(gpu_seen.values())))
+                        if not deferred.groups:  # in the same round trip
+                            self._send_seen(cur, "gpus", self._due_gpu_seen(gpu_seen))
                     if len(recorded.fetchall()) < len(ingested):
                         raise _Replayed
                 self._deferred = None
@@ -411,9 +424,9 @@ class Writer:
                 self._no_sql = False
                 self._deferred = None
         self._insert_rows(conn, rows, events, binary)
-        if deferred.groups and (gpu_seen := self._due_gpu_seen(gpu_seen)):
+        if deferred.groups and (due := self._due_gpu_seen(gpu_seen)):
             with raw.cursor() as cur:
-                cur.execute(self._sql["gpus"], (list(gpu_seen), _floats(gpu_seen.values())))
+                self._send_seen(cur, "gpus", due)
         return [r for r in results if r is not None]
 
     def _stream_gpu_rows(self, conn: Connection, raw: Any, key: tuple[str, tuple[str, ...]],
@@ -423,24 +436,16 @@ class Writer:
         """One COPY of the ``ready`` rows of ``key`` and of those deferred (``parts``), built and
         checked ``_STREAM_CHUNK`` rows at a time as the COPY goes. A chunk the binary format cannot
         carry aborts it with ``_BinaryCopyRefused``, as an eager check would have."""
-        table = SAMPLE_TABLES["gpu"]
         if binary is None:
-            binary = self._binary(key, ready) if ready else key not in self._text_copy
-        if binary:
-            self._binary_safe(key, table, [])  # makes the statement and types
-            sql, types, _, _ = self._binary_copy[key]
-        else:
-            sql = self._copy_sql(table, key)
+            binary = self._binary(key, ready)
         canonical = rows[("gpu", self._layout["gpu"][1])]
-        with raw.cursor() as cur, cur.copy(sql) as stream:
-            if binary:
-                stream.set_types(types)
+        with self._copy(raw, key, binary) as stream:
             self._copy_rows(stream, key, ready, binary)
             for _, node_id, group, getter, width in parts:
                 for i in range(0, len(group), _STREAM_CHUNK):
                     chunk = list(self._gpu_row_iter(conn, node_id, group[i:i + _STREAM_CHUNK], getter, width,
                                                     gpu_seen, canonical))
-                    if binary and not self._binary_safe(key, table, chunk):
+                    if binary and not self._binary_safe(key, chunk):
                         raise _BinaryCopyRefused(key)
                     self._copy_rows(stream, key, chunk, binary)
 
@@ -486,8 +491,7 @@ class Writer:
             with raw.cursor() as recorded, raw.cursor() as cur:
                 with raw.pipeline():  # one round trip, when it is left
                     self._send_records(recorded, cur, heartbeats, ingested, node_seen)
-                    if gpu_seen:
-                        cur.execute(sql["gpus"], (list(gpu_seen), _floats(gpu_seen.values())))
+                    self._send_seen(cur, "gpus", gpu_seen)
                 return len(recorded.fetchall()) < len(ingested)
         raw.executemany(sql["heartbeats"], heartbeats)
         raw.executemany(sql["ingested"], ingested)
@@ -510,8 +514,12 @@ class Writer:
         batch_ids, batch_nodes, batch_times, counts = zip(*ingested, strict=True)
         recorded.execute(sql["ingested"], (_texts(batch_ids), list(batch_nodes), _floats(batch_times), list(counts)))
         cur.execute(sql["heartbeats"], (list(node_ids), _floats(times), _texts(versions), list(states)))
-        if node_seen:
-            cur.execute(sql["nodes"], (list(node_seen), _floats(node_seen.values())))
+        self._send_seen(cur, "nodes", node_seen)
+
+    def _send_seen(self, cur: Any, table: str, seen: dict[int, float]) -> None:
+        """PostgreSQL: move ``table``'s last_seen forward to ``seen`` (id → time), one statement."""
+        if seen:
+            cur.execute(self._sql[table], (list(seen), _floats(seen.values())))
 
     def _collectors_json(self, batch: Batch) -> str | None:
         """The heartbeat's collector states as JSON (NULL when none), serialised again only when
@@ -698,27 +706,35 @@ class Writer:
             return
         if binary is None:
             binary = self._binary(key, rows)
-        if binary:
-            sql, types, _, _ = self._binary_copy[key]
-        else:
-            sql = self._copy_sql(table, key)
-        with raw.cursor() as cur, cur.copy(sql) as stream:
-            if binary:
-                stream.set_types(types)
+        with self._copy(raw, key, binary) as stream:
             self._copy_rows(stream, key, rows, binary)
 
-    def _copy_sql(self, table: Table, key: tuple[str, tuple[str, ...]]) -> str:
-        """PostgreSQL: the text COPY statement of a (kind, value columns) shape."""
-        sql = self._insert_sql.get(key)
-        if sql is None:
-            collist = ", ".join(f'"{c}"' for c in [*self._layout[key[0]][0], *key[1]])
-            sql = self._insert_sql[key] = f'COPY "{table.name}" ({collist}) FROM STDIN'
-        return sql
+    @contextmanager
+    def _copy(self, raw: Any, key: tuple[str, tuple[str, ...]], binary: bool) -> Iterator[Any]:
+        """PostgreSQL: a COPY of ``key``'s rows, binary with the column types declared or text."""
+        spec = self._copy_spec(key)
+        with raw.cursor() as cur, cur.copy(spec.binary_sql if binary else spec.text_sql) as stream:
+            if binary:
+                stream.set_types(spec.types)
+            yield stream
+
+    def _copy_spec(self, key: tuple[str, tuple[str, ...]]) -> _CopySpec:
+        spec = self._copy_specs.get(key)
+        if spec is None:
+            table = SAMPLE_TABLES[key[0]]
+            cols = [*self._layout[key[0]][0], *key[1]]
+            types = [_PG_BINARY_TYPES.get(type(table.c[c].type), "text") for c in cols]
+            collist = ", ".join(f'"{c}"' for c in cols)
+            sql = f'COPY "{table.name}" ({collist}) FROM STDIN'
+            spec = self._copy_specs[key] = _CopySpec(
+                sql, sql + " (FORMAT BINARY)", types,
+                [i for i, t in enumerate(types) if t == "int4"], [i for i, t in enumerate(types) if t == "bool"])
+        return spec
 
     def _binary(self, key: tuple[str, tuple[str, ...]], rows: list[tuple[Any, ...]]) -> bool:
         """Whether these rows of ``key`` go by binary COPY: the shape was never refused, and they pass
         ``_binary_safe``."""
-        return key not in self._text_copy and self._binary_safe(key, SAMPLE_TABLES[key[0]], rows)
+        return key not in self._text_copy and self._binary_safe(key, rows)
 
     def _sqlite_insert(self, raw: Any, table: Table, key: tuple[str, tuple[str, ...]],
                        rows: list[tuple[Any, ...]]) -> None:
@@ -753,19 +769,13 @@ class Writer:
         if full < len(rows):
             raw.executemany(one, rows[full:] if full else rows)
 
-    def _binary_safe(self, key: tuple[str, tuple[str, ...]], table: Table, rows: list[tuple[Any, ...]]) -> bool:
+    def _binary_safe(self, key: tuple[str, tuple[str, ...]], rows: list[tuple[Any, ...]]) -> bool:
         """Whether binary COPY stores these rows as text input would, or refuse them: every value of
         the ``integer`` columns fits 32 bits (the int4 dumper would keep the low 32 bits of a larger
         number) and every value of the ``boolean`` columns is a bool (the bool dumper would store
         the truth of "false" or 0.5). Otherwise text COPY, where the server takes or names them."""
-        if key not in self._binary_copy:
-            cols = [*self._layout[key[0]][0], *key[1]]
-            types = [_PG_BINARY_TYPES.get(type(table.c[c].type), "text") for c in cols]
-            collist = ", ".join(f'"{c}"' for c in cols)
-            self._binary_copy[key] = (f'COPY "{table.name}" ({collist}) FROM STDIN (FORMAT BINARY)', types,
-                                      [i for i, t in enumerate(types) if t == "int4"],
-                                      [i for i, t in enumerate(types) if t == "bool"])
-        _, _, int4, bools = self._binary_copy[key]
+        spec = self._copy_spec(key)
+        int4, bools = spec.int4, spec.bools
         if bools and not set(map(type, _column_values(rows, bools))) <= _BOOL_TYPES:
             return False
         if not int4:
