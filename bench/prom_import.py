@@ -28,8 +28,8 @@ import time
 from pathlib import Path
 
 import requests
-from agent_cost import free_port, wait_http
-from perfdoc import fmt_int, fs_type, header, median, package_version, scratch_base, table, write_section
+from agent_cost import wait_http
+from perfdoc import fmt_int, free_port, fs_type, header, median, package_version, scratch_base, table, write_section
 
 from collectors import dcgm
 from db.engine import make_engine, upgrade
