@@ -73,9 +73,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Options that take a time, which may be one back from now (``-6h``, ``gpufleet.timeargs``). argparse
+# reads ``--at -6h`` as two options, so such a value is joined to its option (``--at=-6h``) first.
+_TIME_OPTIONS = frozenset({"--at", "--start", "--end"})
+
+
+def _join_relative_times(argv: Sequence[str]) -> list[str]:
+    out: list[str] = []
+    for token in argv:
+        if out and out[-1] in _TIME_OPTIONS and token[:1] == "-" and token[1:2].isdigit():
+            out[-1] = f"{out[-1]}={token}"
+        else:
+            out.append(token)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_join_relative_times(sys.argv[1:] if argv is None else argv))
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     from db.secrets import install_log_redaction

@@ -16,7 +16,7 @@ def add_parser(i_sub: Any, add_db: Any) -> None:
                          "Importing a range twice adds nothing; --continuous keeps a cursor in the store and "
                          "resumes after it.")
     p.add_argument("--url", required=True, help="Prometheus base URL, e.g. http://prometheus:9090")
-    p.add_argument("--start", metavar="T", help="range start: RFC 3339, epoch seconds, now, or e.g. --start=-6h "
+    p.add_argument("--start", metavar="T", help="range start: RFC 3339, epoch seconds, now, or e.g. -6h "
                    "(default -1h; with --continuous only where no cursor is stored yet)")
     p.add_argument("--end", metavar="T", help="range end (default: now less two steps, so late scrapes are in)")
     p.add_argument("--step", metavar="S", default="15s", help="sample spacing, whole seconds, e.g. 15s (default); "

@@ -38,3 +38,29 @@ def test_planner_commands_read_relative_times() -> None:
     assert _time(None, "--end") is None
     with pytest.raises(UserError, match="--start"):
         _time("yesterday-ish", "--start")
+
+
+@pytest.mark.parametrize("argv", [
+    ["plan", "place", "--gpus", "4", "--at", "-1h", "--json"],
+    ["plan", "recommend", "--at", "-1d", "--json"],
+    ["plan", "forecast", "--start", "-30d", "--end", "-1h"],
+    ["import", "prometheus", "--url", "http://127.0.0.1:9", "--start", "-6h", "--end", "-1h"],
+])
+def test_a_time_back_from_now_reaches_its_command_as_typed(argv: list[str]) -> None:
+    """argparse alone reads ``--at -6h`` as two options; the command line must take it as typed."""
+    from gpufleet.cli import _join_relative_times, build_parser
+
+    args = build_parser().parse_args(_join_relative_times(argv))
+    options = dict(zip(argv, argv[1:], strict=False))
+    for name in ("--at", "--start", "--end"):
+        if name in options:
+            assert getattr(args, name[2:]) == options[name]
+
+
+def test_only_time_options_take_a_dash_value() -> None:
+    from gpufleet.cli import _join_relative_times
+
+    assert _join_relative_times(["plan", "place", "--at", "-6h", "--top", "3"]) == [
+        "plan", "place", "--at=-6h", "--top", "3"]
+    assert _join_relative_times(["--at", "--json"]) == ["--at", "--json"]  # no value: argparse says so
+    assert _join_relative_times(["--top", "-3"]) == ["--top", "-3"]
