@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event, inspect
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, InvalidatePoolError, NoSuchModuleError
+from sqlalchemy.exc import ArgumentError, DisconnectionError, InvalidatePoolError, NoSuchModuleError
 
 from db.secrets import SecretError, database_url, redact_url
 
@@ -101,8 +101,7 @@ def make_engine(url: str | None = None, *, busy_timeout_ms: int = 2000, **kwargs
         return engine
     for name, (env, default) in POOL_SETTINGS.items():
         kwargs.setdefault(name, _env_int(env, default))
-    ping = "pool_pre_ping" not in kwargs
-    kwargs.setdefault("pool_pre_ping", False)  # pinged below, unless the caller chose
+    ping = "pool_pre_ping" not in kwargs  # pinged below, unless the caller chose
     kwargs.setdefault("pool_timeout", 10)
     connect_args = {k: v for k, v in PG_CONNECT_ARGS.items() if k not in parsed.query}
     connect_args.update(kwargs.pop("connect_args", {}))
@@ -131,11 +130,14 @@ def _ping_unless_just_used(engine: Engine) -> None:
         used = record.info.get("gpufleet_checked_in")
         if used is not None and time.monotonic() - used < PING_BYPASS_SECONDS:
             return
+        dialect = engine.dialect
         try:
-            engine.dialect.do_ping(dbapi_conn)
+            dialect.do_ping(dbapi_conn)
         except Exception as exc:
-            # As pool_pre_ping: the whole pool is stale after a server restart, not just this one.
-            raise InvalidatePoolError(f"ping failed: {exc}") from exc
+            if isinstance(exc, dialect.loaded_dbapi.Error) and dialect.is_disconnect(exc, dbapi_conn, None):
+                # As pool_pre_ping: the whole pool is stale after a server restart, not just this one.
+                raise InvalidatePoolError(f"ping failed: {exc}") from exc
+            raise DisconnectionError(f"ping failed: {exc}") from exc  # this connection only: the pool retries
 
     @event.listens_for(engine, "checkin")
     def _checkin(_dbapi_conn: Any, record: Any) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select, text
@@ -126,3 +127,29 @@ def test_connections_are_pinged_unless_just_used(pg_url: str) -> None:
     finally:
         engine.dispose()
         admin.dispose()
+
+
+def test_a_ping_failing_without_a_disconnect_replaces_that_connection_only(pg_url: str) -> None:
+    """A dead server stales the whole pool (as pool_pre_ping); a ping that fails otherwise costs only
+    the connection it ran on, and the checkout still hands out a working one."""
+    engine = make_engine(pg_url)
+    ping = engine.dialect.do_ping
+    failures = [ValueError("not a disconnect")]
+
+    def flaky(conn: Any) -> bool:
+        if failures:
+            raise failures.pop()
+        return ping(conn)
+
+    try:
+        with engine.connect() as a, engine.connect() as b:  # two pooled connections
+            pid_a = a.execute(text("SELECT pg_backend_pid()")).scalar()
+            pid_b = b.execute(text("SELECT pg_backend_pid()")).scalar()
+        time.sleep(PING_BYPASS_SECONDS + 0.2)
+        engine.dialect.do_ping = flaky  # type: ignore[method-assign,assignment]
+        with engine.connect() as c, engine.connect() as d:
+            pids = {conn.execute(text("SELECT pg_backend_pid()")).scalar() for conn in (c, d)}
+        assert not failures
+        assert len(pids & {pid_a, pid_b}) == 1  # one replaced, the other kept
+    finally:
+        engine.dispose()
