@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from collectors.procfs import is_real_psutil, meminfo_bytes, read_all, read_small
@@ -36,9 +36,8 @@ _STAT_CPU_FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq"
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
-def cpu_busy_and_total(times: Any) -> tuple[float, float]:
-    """(busy, total) seconds from a psutil ``scputimes``-like named tuple."""
-    fields = times._asdict()
+def cpu_busy_and_total(fields: Mapping[str, float]) -> tuple[float, float]:
+    """(busy, total) seconds from CPU times by name, as psutil's ``scputimes`` names them."""
     total = sum(fields.values()) - sum(fields.get(f, 0.0) for f in _DOUBLE_COUNTED_FIELDS)
     return total - sum(fields.get(f, 0.0) for f in _IDLE_FIELDS), total
 
@@ -141,14 +140,12 @@ class HostCollector:
             avail = free
         return total, avail, total - avail
 
-    def _swap(self, meminfo: bytes | None = None) -> tuple[int, int] | None:
-        """(total, used) swap bytes. When reading /proc directly, from SwapTotal and SwapFree of
-        <procfs>/meminfo (read by ``collect`` for memory too, or here), as ``psutil.swap_memory``
+    def _swap(self, meminfo: bytes | None) -> tuple[int, int] | None:
+        """(total, used) swap bytes. From SwapTotal and SwapFree of the <procfs>/meminfo text
+        ``collect`` read for memory too (when reading /proc directly), as ``psutil.swap_memory``
         computes them (used = total - free), without the scan of /proc/vmstat it also makes for
-        page-in/out counts this collector does not report; otherwise, or when the file or those
+        page-in/out counts this collector does not report; otherwise, or when the text or those
         lines are missing, from ``psutil.swap_memory()``."""
-        if meminfo is None and self._direct:
-            meminfo = read_all(self._meminfo_path)
         if meminfo is not None:
             total = meminfo_bytes(meminfo, b"SwapTotal:")
             free = meminfo_bytes(meminfo, b"SwapFree:")
@@ -168,16 +165,13 @@ class HostCollector:
             if head is not None:
                 fields = head[:head.find(b"\n")].split()
                 if len(fields) > len(_STAT_CPU_FIELDS) and fields[0] == b"cpu":
-                    try:  # the same floats, summed in the same order, as cpu_busy_and_total
-                        user, nice, system, idle, iowait, irq, softirq, steal, guest, guest_nice = (
-                            float(x) / _CLOCK_TICKS for x in fields[1:len(_STAT_CPU_FIELDS) + 1])
+                    try:  # the fields in psutil's order, so the sums match its to the last bit
+                        times = [float(x) / _CLOCK_TICKS for x in fields[1:len(_STAT_CPU_FIELDS) + 1]]
                     except ValueError:
                         pass
                     else:
-                        total = (sum((user, nice, system, idle, iowait, irq, softirq, steal, guest,
-                                      guest_nice)) - sum((guest, guest_nice)))
-                        return total - sum((idle, iowait)), total
-        return cpu_busy_and_total(self._psutil.cpu_times(percpu=False))
+                        return cpu_busy_and_total(dict(zip(_STAT_CPU_FIELDS, times, strict=True)))
+        return cpu_busy_and_total(self._psutil.cpu_times(percpu=False)._asdict())
 
     def _cpu_ratio(self) -> float | None:
         busy, total = self._cpu_busy_and_total()

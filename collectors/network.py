@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from collectors.procfs import NoWrap, is_real_psutil, read_all, read_small
+from collectors.procfs import NoWrap, is_real_psutil, read_all, read_int, read_small
 from collectors.records import Record, Sample, Value
 
 # ARPHRD_* values from <linux/if_arp.h>, as read from <sysfs>/class/net/<if>/type.
@@ -67,14 +67,6 @@ def _read_text(path: str) -> str | None:
     """A small sysfs file's text, read in one call (sysfs attributes fit in a page)."""
     data = read_small(path)  # None when absent, or EINVAL (e.g. speed of a down link)
     return data.decode("ascii", "replace").strip() if data is not None else None
-
-
-def _read_int(path: str) -> int | None:
-    text = _read_text(path)
-    try:
-        return int(text) if text is not None else None
-    except ValueError:
-        return None
 
 
 def _as_int(v: Value) -> int | None:
@@ -286,7 +278,7 @@ class NetworkCollector:
                     not os.path.isdir(os.path.join(base, "bonding")),
                 )
             ifreq, carrier_path, speed_path, type_path, speed_cacheable = paths
-            carrier_changes = _read_int(carrier_path)
+            carrier_changes = read_int(carrier_path)
             if stats is None:
                 isup_mtu = self._if_stats(name, ifreq)
                 isup, mtu = isup_mtu if isup_mtu is not None else (None, None)
@@ -298,7 +290,7 @@ class NetworkCollector:
                     and speed_cacheable and known[1] <= now < known[1] + SPEED_REFRESH_SECONDS:
                 speed_mbps = known[2]
             else:
-                speed_mbps = _read_int(speed_path)
+                speed_mbps = read_int(speed_path)
                 if speed_mbps is None and not os.path.exists(speed_path):
                     if speed_stats is None:
                         speed_stats = self._psutil_stats()
@@ -308,7 +300,7 @@ class NetworkCollector:
                 self._speeds[name] = ((carrier_changes, isup), now, speed_mbps)
             kind = self._kinds.get(name)
             if kind is None:
-                kind = self._kinds[name] = _ARPHRD_KIND.get(_read_int(type_path) or -1, "other")
+                kind = self._kinds[name] = _ARPHRD_KIND.get(read_int(type_path) or -1, "other")
             yield (
                 name,
                 {
@@ -349,7 +341,7 @@ class NetworkCollector:
     @staticmethod
     def _ib_port(base: str) -> dict[str, Value]:
         def counter(name: str) -> int | None:
-            return _read_int(os.path.join(base, "counters", name))
+            return read_int(os.path.join(base, "counters", name))
 
         rcv_words, xmit_words = counter("port_rcv_data"), counter("port_xmit_data")
         return {

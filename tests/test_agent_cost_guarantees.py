@@ -201,15 +201,15 @@ def test_swap_from_meminfo_matches_psutil(tmp_path: Path) -> None:
 
     (tmp_path / "meminfo").write_text("MemTotal:       1000 kB\nSwapCached:        0 kB\n"
                                       "SwapTotal:       2048 kB\nSwapFree:        512 kB\n")
-    assert HostCollector(Psutil(), procfs=str(tmp_path), direct=True)._swap() == (2048 * 1024, 1536 * 1024)
-    assert HostCollector(Psutil(), procfs=str(tmp_path))._swap() == (5, 3)  # a stand-in psutil answers all
-    (tmp_path / "meminfo").write_text("MemTotal:       1000 kB\n")  # no swap lines: psutil's answer
-    assert HostCollector(Psutil(), procfs=str(tmp_path), direct=True)._swap() == (5, 3)
+    meminfo = (tmp_path / "meminfo").read_bytes()
+    assert HostCollector(Psutil(), procfs=str(tmp_path), direct=True)._swap(meminfo) == (2048 * 1024, 1536 * 1024)
+    assert HostCollector(Psutil(), procfs=str(tmp_path))._swap(None) == (5, 3)  # not read directly: psutil's
+    assert HostCollector(Psutil(), procfs=str(tmp_path), direct=True)._swap(b"MemTotal: 1000 kB\n") == (5, 3)
     if Path("/proc/meminfo").exists():
         import psutil
 
         swap = psutil.swap_memory()
-        assert HostCollector(psutil)._swap() == (swap.total, swap.used)
+        assert HostCollector(psutil)._swap(Path("/proc/meminfo").read_bytes()) == (swap.total, swap.used)
 
 
 def test_link_speed_is_read_again_when_the_carrier_changes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
