@@ -376,13 +376,6 @@ class SimulatedGpu:
         rate = self._nvlink_error_rate(link, counter)
         return int(max(t, 0.0) * rate) if rate else 0
 
-    def nvlink_errors_total(self, t: float, counter: int) -> int:
-        """``nvlink_errors`` summed over every link, link by link (each rounds down on its own), over
-        only the links whose rate is not zero (most are)."""
-        rates = self._link_rates(counter)
-        t = max(t, 0.0)
-        return sum(int(t * r) for r in rates)
-
     def _link_rates(self, counter: int) -> tuple[float, ...]:
         """The non-zero error rates of the links for one NVLink error counter (hashed once)."""
         rates = self._nvlink_total_rates.get(counter)
@@ -394,7 +387,7 @@ class SimulatedGpu:
 
     def tick_counters(self, t: float) -> list[int]:
         """[energy_mj(t), pcie_replays(t), nvlink_kib(t, rx=False), nvlink_kib(t, rx=True),
-        nvlink_errors_total(t, c) for c in 0..3]: the same numbers by the same arithmetic, in one
+        sum of nvlink_errors(t, link, c) over the links for c in 0..3]: the same numbers by the same arithmetic, in one
         pass (one counters() read, one clamp of t), for a request of every field at one tick."""
         energy, util_s = self.counters(t)
         kib = util_s * self.model.nvlink_gbps * 1e9 / 1024  # nvlink_kib's product, before its share
