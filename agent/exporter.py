@@ -218,10 +218,9 @@ class SnapshotCollector:
                     sample, _header(sample, "counter" if counter else "gauge", help_text))
             sample = head[0]
             out.append(head[1])
-            # The cache is asked inline (a method call per sample costs as much as the lookup); zeros,
-            # a third of the page, are not in it (0 and -0.0 are one key but two texts).
-            out.extend([f"{sample}{lab.text} {known.get(value) or (number(value) if value else _zero(value))}\n"
-                        for lab, value in rows])
+            # The cache is asked inline (a method call per sample costs as much as the lookup); a
+            # miss, zeros included (they are not cached), goes to _number.
+            out.extend([f"{sample}{lab.text} {known.get(value) or number(value)}\n" for lab, value in rows])
         return "".join(out)
 
     def _number(self, value: float) -> str:
