@@ -12,6 +12,7 @@ import threading
 import time
 import urllib.request
 from collections import namedtuple
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -165,31 +166,38 @@ def test_metrics_server_reuses_its_threads_and_a_stalled_client_blocks_nobody() 
         def settled() -> None:
             """Until the worker has gone back to waiting (it does so just after the reply is sent;
             a client that asks again sooner gets a second worker, which is fine but not this test)."""
-            deadline = time.monotonic() + 5
-            while not server.httpd._idle and time.monotonic() < deadline:  # noqa: SLF001
-                time.sleep(0.005)
+            wait_until(lambda: server.httpd._idle, "the worker to wait again")  # noqa: SLF001
 
         first = _get(server.server_port)
         assert b"gpufleet_agent_info" in first
         settled()
-        before = {t.ident for t in threading.enumerate() if t.name == "metrics-request"}
+        before = workers()
         for _ in range(5):
             assert _get(server.server_port) == first
             settled()
-        after = {t.ident for t in threading.enumerate() if t.name == "metrics-request"}
+        after = workers()
         assert len(before) == 1 and after == before  # one worker served them all
         stalled = socket.create_connection(("127.0.0.1", server.server_port))  # sends nothing
         try:
-            time.sleep(0.05)
-            started = time.monotonic()
-            assert _get(server.server_port) == first  # served by another worker meanwhile
-            assert time.monotonic() - started < 2
+            wait_until(lambda: not server.httpd._idle, "the worker to take the stalled client")  # noqa: SLF001
+            assert _get(server.server_port) == first  # served meanwhile...
+            assert len(workers() - after) == 1  # ...by a second worker, the first being held by the stalled client
         finally:
             stalled.close()
     finally:
         server.shutdown()
-    time.sleep(0.1)
-    assert not [t for t in threading.enumerate() if t.name == "metrics-request" and t.ident in after]
+    wait_until(lambda: not workers() & after, "the workers to end after shutdown")
+
+
+def workers() -> set[int | None]:
+    return {t.ident for t in threading.enumerate() if t.name == "metrics-request"}
+
+
+def wait_until(condition: Callable[[], object], what: str, seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"waited {seconds} s for {what}"
+        time.sleep(0.005)
 
 
 def test_swap_from_meminfo_matches_psutil(tmp_path: Path) -> None:
