@@ -11,7 +11,12 @@ from typing import Any
 
 import pytest
 
-from collectors.fake_nvml import FakeNVML, NVMLError
+from collectors.fake_nvml import (
+    NVML_PAGE_RETIREMENT_CAUSE_DOUBLE_BIT_ECC_ERROR,
+    NVML_PAGE_RETIREMENT_CAUSE_MULTIPLE_SINGLE_BIT_ECC_ERRORS,
+    FakeNVML,
+    NVMLError,
+)
 from collectors.gpu_models import NoiseStream, _knot_value, smooth_noise, unit_hash
 from collectors.nvml import NvmlCollector
 from collectors.scenarios import Fault, Scenario
@@ -130,3 +135,46 @@ def test_ticks_one_interval_apart_match_cold_answers(scenario: str) -> None:
         cold.nvmlInit()
         assert _answers(warm) == _answers(cold), t
     collector.close()
+
+
+def _alone(nv: FakeNVML, h: Any, field: Any) -> tuple[int, int]:
+    """(nvmlReturn, value) of one field as the function that reads it alone answers."""
+    fid, scope = field if isinstance(field, tuple) else (field, 0)
+    ecc = {3: (0, 0), 4: (1, 0), 5: (0, 1), 6: (1, 1)}  # field -> (errorType, counterType)
+    try:
+        if fid in ecc:
+            return 0, nv.nvmlDeviceGetTotalEccErrors(h, *ecc[fid])
+        if fid in (29, 30):  # retired pages: for multiple single-bit errors, for a double-bit one
+            cause = (NVML_PAGE_RETIREMENT_CAUSE_MULTIPLE_SINGLE_BIT_ECC_ERRORS if fid == 29
+                     else NVML_PAGE_RETIREMENT_CAUSE_DOUBLE_BIT_ECC_ERROR)
+            return 0, len(nv.nvmlDeviceGetRetiredPages(h, cause))
+        if fid in (142, 143, 144, 145):
+            return 0, int(nv.nvmlDeviceGetRemappedRows(h)[fid - 142])
+        if fid == 165:
+            return 0, int(nv.nvmlDeviceGetNvLinkState(h, scope))
+        if fid in (38, 45, 52, 59):  # NVLink error totals, by link
+            counter = (38, 45, 52, 59).index(fid)
+            links = range(max(1, nv._gpus[0].model.nvlinks))  # link 0 of none: its error
+            return 0, sum(nv.nvmlDeviceGetNvLinkErrorCounter(h, link, counter) for link in links)
+    except NVMLError as exc:
+        return exc.value, 0
+    raise AssertionError(field)
+
+
+@pytest.mark.parametrize("model", ["H100", "A100", "V100", "RTX4090", "L40S"])
+def test_a_field_answers_as_the_function_that_reads_it_alone(model: str) -> None:
+    """The field table re-states which model supports what (ECC, retired pages or remapped rows,
+    NVLink); each field must answer as its dedicated NVML call does, errors included."""
+    ecc = () if model == "RTX4090" else (Fault("ecc_corrected", at=10, gpu=0, params={"per_hour": 9000}),
+                                         Fault("xid", at=40, gpu=0, code=48))
+    clock = Clock()
+    nv = FakeNVML(Scenario(model=model, gpus=1, faults=ecc), clock=clock, start=START)
+    nv.nvmlInit()
+    h = nv.nvmlDeviceGetHandleByIndex(0)
+    fields = [3, 4, 5, 6, 29, 30, 142, 143, 144, 145, 38, 45, 52, 59, (165, 0), (165, 17)]
+    for t in (0.0, 10.0, 45.0, 3600.0):
+        clock.now = START + t
+        for field, entry in zip(fields, nv.nvmlDeviceGetFieldValues(h, fields), strict=True):
+            value = entry.value.uiVal if entry.valueType == 1 else entry.value.ullVal  # 1: unsigned int
+            got = (entry.nvmlReturn, value if entry.nvmlReturn == 0 else 0)
+            assert got == _alone(nv, h, field), (model, t, field)
